@@ -1,0 +1,18 @@
+"""pass_fairseq: PASS / PASSCONC attention-head pruning as a fairseq user directory.
+
+Importing the package registers everything: the ``transformer_pass`` model and its
+architectures, the ``pass_label_smoothed_cross_entropy`` criterion, the ``translation_pass``
+task and the ``pass_adam`` optimizer.
+"""
+import argparse
+
+import torch
+
+# torch >= 2.6 loads checkpoints with weights_only=True; fairseq checkpoints carry an
+# argparse.Namespace (their model config), which must be allowed explicitly.
+torch.serialization.add_safe_globals([argparse.Namespace])
+
+from pass_fairseq.optim import pass_adam  # noqa: E402,F401
+from pass_fairseq.models import transformer_pass  # noqa: E402,F401
+from pass_fairseq.tasks import translation_pass  # noqa: E402,F401
+from pass_fairseq.criterions import pass_label_smoothed_cross_entropy  # noqa: E402,F401

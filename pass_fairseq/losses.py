@@ -1,0 +1,65 @@
+"""Pure tensor regularisers of PASS, PASSCONC and Voita et al. (method.md).
+
+Inputs are per-head closed forms (``q0 = P(z=0)``, ``q1 = P(z=1)``, ``pnb = P(0<z<1)``),
+flat over all N heads or as one tensor per attention module. No fairseq here.
+"""
+from typing import List, Sequence
+
+import torch
+
+
+def pass_terms(q0: torch.Tensor, q1: torch.Tensor, pnb: torch.Tensor, target_heads: int):
+    """The three PASS terms for a target of K = ``target_heads`` open heads of N:
+
+    * ``nonbinary``  = sum_i pnb_i
+    * ``closed_gap`` = | s N - sum_i q0_i |, with s N = N - K
+    * ``open_gap``   = | (1 - s) N - sum_i q1_i |, with (1 - s) N = K
+
+    Returns the three scalars; R_pass = lambda * (nonbinary + closed_gap + open_gap).
+    """
+    n = q0.numel()
+    nonbinary = pnb.sum()
+    closed_gap = (float(n - target_heads) - q0.sum()).abs()
+    open_gap = (float(target_heads) - q1.sum()).abs()
+    return nonbinary, closed_gap, open_gap
+
+
+def concentrator(q0_per_module: Sequence[torch.Tensor]) -> torch.Tensor:
+    """sum_l (1 - prod_{i in H_l} q0_i): the expected number of modules not entirely
+    closed. R_conc = lambda * lambda_c * concentrator(...)."""
+    return sum((1.0 - q0.prod()) for q0 in q0_per_module)
+
+
+def concentrator_weight_lower_bound(
+    q0_per_module: Sequence[torch.Tensor],
+    q1_per_module: Sequence[torch.Tensor],
+    open_per_module: Sequence[torch.Tensor],
+    cap: float,
+) -> float:
+    """The reference's lambda_c: min over open heads i (module l) of
+
+        lb_i = 2 max(1, q1_i (1 - q1_i) / (q0_i (1 - q0_i))) / prod_{j in H_l, j != i} q0_j
+
+    capped at ``cap``; ``cap`` when no head is open. ``open_per_module`` holds boolean
+    masks of the heads that count as open (log_alpha above the lower clip bound).
+    """
+    best = cap
+    for q0, q1, is_open in zip(q0_per_module, q1_per_module, open_per_module):
+        if not bool(is_open.any()):
+            continue
+        q0, q1 = q0.detach().double(), q1.detach().double()
+        ratio = (q1 * (1 - q1)) / (q0 * (1 - q0))
+        others = q0.prod() / q0  # prod_{j != i} q0_j (q0 is clamped away from 0)
+        lb = 2.0 * ratio.clamp(min=1.0) / others
+        best = min(best, float(lb[is_open].min()))
+    return best
+
+
+def expected_l0(q0: torch.Tensor) -> torch.Tensor:
+    """Voita et al.'s penalty: the expected number of non-zero gates, sum_i (1 - q0_i)."""
+    return (1.0 - q0).sum()
+
+
+def flat(tensors: List[torch.Tensor]) -> torch.Tensor:
+    """Concatenate per-module tensors into one flat per-head tensor."""
+    return torch.cat([t.reshape(-1) for t in tensors])

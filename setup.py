@@ -1,0 +1,14 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="pass_fairseq",
+    version="0.1.0",
+    description="PASS / PASSCONC attention-head pruning for fairseq sequence-to-sequence Transformers",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["pass_fairseq", "pass_fairseq.*"]),
+    python_requires=">=3.9",
+    # fairseq is installed separately (ve-fairseq==0.12.3 with --no-deps): see requirements.txt
+    install_requires=["torch", "sacrebleu"],
+    license="MIT",
+)
