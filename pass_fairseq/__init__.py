@@ -16,3 +16,4 @@ from pass_fairseq.optim import pass_adam  # noqa: E402,F401
 from pass_fairseq.models import transformer_pass  # noqa: E402,F401
 from pass_fairseq.tasks import translation_pass  # noqa: E402,F401
 from pass_fairseq.criterions import pass_label_smoothed_cross_entropy  # noqa: E402,F401
+from pass_fairseq.models import transformer_pass_pruned  # noqa: E402,F401

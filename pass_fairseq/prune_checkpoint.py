@@ -1,0 +1,197 @@
+"""Turn a gated (``transformer_pass``) checkpoint into a deployable one.
+
+``--format pruned`` (default): pruned heads physically removed, model
+``transformer_pass_pruned`` (needs ``--user-dir pass_fairseq`` to load).
+``--format stock``: dense ``transformer`` checkpoint with the eval gates folded into
+out_proj, loadable by stock fairseq without the plugin.
+
+Both drop the gates, the PASS schedule buffers and the optimizer state. The entry point is
+``scripts/prune_checkpoint.py``; :func:`convert` is the in-memory part.
+"""
+import argparse
+import copy
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+from typing import Dict, List, Optional
+
+import torch
+
+from pass_fairseq.errors import fail
+from pass_fairseq.pruning import PruningError, gated_modules, prune_state_dict, select_heads
+
+STOCK_MODEL = "transformer"
+PRUNED_MODEL = "transformer_pass_pruned"
+#: plugin component -> stock fairseq component written into a stock checkpoint's config
+STOCK_NAMES = {
+    "task": ("translation", "fairseq.tasks.translation", "TranslationConfig"),
+    "criterion": ("label_smoothed_cross_entropy", "fairseq.criterions.label_smoothed_cross_entropy",
+                  "LabelSmoothedCrossEntropyCriterionConfig"),
+    "optimizer": ("adam", "fairseq.optim.adam", "FairseqAdamConfig"),
+}
+
+
+def load_checkpoint(path: str) -> dict:
+    """``torch.load`` with weights_only (fairseq's Namespace is allowed by the plugin)."""
+    import pass_fairseq  # noqa: F401  (allows argparse.Namespace for weights_only loads)
+
+    try:
+        with open(path, "rb") as f:
+            return torch.load(f, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        fail(f"{path}: no such checkpoint")
+    except Exception as e:  # noqa: BLE001  (unpickling errors come in many types)
+        fail(f"{path}: cannot read it as a fairseq checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})")
+
+
+def kept_heads(model_state: Dict[str, torch.Tensor], heads: Optional[int], threshold: Optional[float]) -> Dict[str, List[int]]:
+    """Module name -> kept heads, from the checkpoint's gates (errors as PruningError)."""
+    prefixes = gated_modules(model_state)
+    if not prefixes:
+        raise PruningError("no gates in this checkpoint (no '*.gate.log_alpha'): give one trained with a"
+                           " transformer_pass architecture")
+    kept = select_heads([model_state[p + ".gate.log_alpha"] for p in prefixes], heads=heads, threshold=threshold)
+    return dict(zip(prefixes, kept))
+
+
+def _as_dict(cfg_part) -> dict:
+    if cfg_part is None:
+        return {}
+    if isinstance(cfg_part, argparse.Namespace):
+        return dict(vars(cfg_part))
+    return dict(cfg_part)
+
+
+def _stock_component(part: dict, kind: str) -> dict:
+    """A stock component config: stock ``_name``, only the stock dataclass's fields."""
+    name, module, cls = STOCK_NAMES[kind]
+    import importlib
+
+    fields = {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), cls))}
+    out = {k: v for k, v in part.items() if k in fields}
+    out["_name"] = name
+    return out
+
+
+def _stock_model_cfg(model_cfg: dict) -> dict:
+    out = {k: v for k, v in model_cfg.items() if not k.startswith("pass_")}
+    # components of the Namespace that name plugin parts
+    for key, (name, _, _) in STOCK_NAMES.items():
+        if key in out:
+            out[key] = name
+    out["_name"] = STOCK_MODEL
+    out["arch"] = STOCK_MODEL
+    out["user_dir"] = None
+    return out
+
+
+def convert(state: dict, heads: Optional[int] = None, threshold: Optional[float] = None,
+            fmt: str = "pruned") -> dict:
+    """A new checkpoint dict (``state`` is not modified). Raises PruningError on bad input."""
+    if fmt not in ("pruned", "stock"):
+        raise PruningError(f"--format {fmt}: give pruned or stock")
+    model_state = state.get("model") if isinstance(state, dict) else None
+    if not isinstance(model_state, dict):
+        raise PruningError("not a fairseq checkpoint: no 'model' state dict")
+    kept = kept_heads(model_state, heads, threshold)
+    new_model = prune_state_dict(model_state, kept, physical=fmt == "pruned")
+
+    cfg = state.get("cfg")
+    if cfg is None and state.get("args") is not None:
+        cfg = {"model": state["args"]}
+    if cfg is None or cfg.get("model") is None:
+        raise PruningError("the checkpoint has no model config (cfg.model)")
+    cfg = {k: copy.deepcopy(v) for k, v in cfg.items()}
+    model_cfg = _as_dict(cfg["model"])
+    history = copy.deepcopy(state.get("optimizer_history") or [{}])[-1:]
+    for entry in history:
+        entry.pop("optimizer", None)
+    if fmt == "pruned":
+        model_cfg["_name"] = PRUNED_MODEL
+        model_cfg["arch"] = PRUNED_MODEL
+        model_cfg["pass_pruned_heads"] = json.dumps(kept)
+        cfg["model"] = argparse.Namespace(**model_cfg)
+    else:
+        cfg["model"] = _stock_model_cfg(model_cfg)
+        if isinstance(cfg.get("common"), dict):
+            cfg["common"] = dict(cfg["common"], user_dir=None)
+        for kind in STOCK_NAMES:
+            if cfg.get(kind) is not None:
+                cfg[kind] = _stock_component(_as_dict(cfg[kind]), kind)
+        for entry in history:
+            entry["criterion_name"] = "LabelSmoothedCrossEntropyCriterion"
+            entry["optimizer_name"] = "FairseqAdam"
+    for entry in history:
+        entry.setdefault("num_updates", 0)
+        entry.setdefault("lr_scheduler_state", {})
+    return {
+        "args": None,
+        "cfg": cfg,
+        "model": new_model,
+        "criterion": None,
+        "optimizer_history": history,
+        "task_state": state.get("task_state") or {},
+        "extra_state": copy.deepcopy(state.get("extra_state") or {}),
+        "last_optimizer_state": None,
+        "pass_pruned_heads": kept,
+    }
+
+
+def save_atomic(obj, path: str) -> None:
+    """``torch.save`` to a temp file beside ``path``, then rename over it (a crash leaves
+    either the old file or none, never half a file)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + ".", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="prune_checkpoint.py",
+        description="Prune the heads of a transformer_pass checkpoint: physically (--format pruned,"
+                    " loads with --user-dir pass_fairseq) or folded into a dense stock fairseq"
+                    " transformer (--format stock).")
+    p.add_argument("input", metavar="IN.pt", help="checkpoint trained with a transformer_pass architecture")
+    p.add_argument("output", metavar="OUT.pt", help="where to write the result (never IN)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--heads", type=int, metavar="K",
+                       help="keep the K heads with the largest log_alpha (ties: module order, then head)")
+    which.add_argument("--threshold", type=float, metavar="T", help="keep the heads whose eval gate z > T")
+    p.add_argument("--format", choices=["pruned", "stock"], default="pruned",
+                   help="pruned: heads removed (default); stock: dense, gates folded, no plugin needed")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    parser.error = lambda message: fail(message)  # one line, exit 2
+    args = parser.parse_args(argv)
+    if os.path.exists(args.output) and os.path.exists(args.input) and os.path.samefile(args.input, args.output) \
+            or os.path.abspath(args.input) == os.path.abspath(args.output):
+        fail("OUT is IN: write the pruned checkpoint to another file")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
+        fail(f"{args.output}: its directory does not exist")
+    state = load_checkpoint(args.input)
+    try:
+        new = convert(state, heads=args.heads, threshold=args.threshold, fmt=args.format)
+    except PruningError as e:
+        fail(str(e))
+    save_atomic(new, args.output)
+    kept = new["pass_pruned_heads"]
+    total = sum(len(v) for v in kept.values())
+    skipped = sum(1 for v in kept.values() if not v)
+    n_heads = sum(state["model"][p + ".gate.log_alpha"].numel() for p in kept)
+    print(f"pass_fairseq: wrote {args.output} ({args.format}): {total} of {n_heads} heads kept,"
+          f" {skipped} of {len(kept)} attention modules skipped", file=sys.stderr)
+    return 0

@@ -1,0 +1,202 @@
+"""Head selection and physical head removal on bare state dicts (method.md, "Test time").
+
+Pure torch, no fairseq: everything here works on ``{name: tensor}`` dicts, so it can be
+tested alone and reused by the checkpoint converter and the benchmark.
+
+An attention module is named by its state-dict prefix (``decoder.layers.3.encoder_attn``);
+it is *gated* when ``<prefix>.gate.log_alpha`` exists. Heads are laid out as fairseq lays
+them out: head ``h`` owns rows ``h*d:(h+1)*d`` of q/k/v_proj and the same columns of
+out_proj, ``d = embed_dim // heads``.
+
+Folding: the gated model multiplies head h's output by its eval gate ``z_h`` right before
+out_proj, which is linear, so ``out_proj(z * o) = (W * z_cols) o + b``: scaling head h's
+out_proj columns by ``z_h`` gives the same outputs without the gate, exactly, for any z.
+"""
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from pass_fairseq.gates import deterministic_gates
+
+GATE_KEY = ".gate.log_alpha"
+#: per-module entries of the gated module that a pruned or stock module does not have
+GATE_ONLY_SUFFIXES = (".gate.log_alpha", ".gate.reopen_pending", ".conf_mean", ".conf_count")
+#: model-level buffers of ``transformer_pass`` (schedule state)
+MODEL_ONLY_KEYS = ("pass_epoch", "pass_lambda_steps")
+PROJECTIONS = ("q_proj", "k_proj", "v_proj")
+
+
+class PruningError(ValueError):
+    """Bad input for pruning; the message is one line meant for the user."""
+
+
+def gated_modules(state_dict: Dict[str, Tensor]) -> List[str]:
+    """Prefixes of the gated attention modules, in state-dict order."""
+    return [k[: -len(GATE_KEY)] for k in state_dict if k.endswith(GATE_KEY)]
+
+
+def gate_values(log_alphas: Sequence[Tensor], gamma: float = -0.1, zeta: float = 1.1) -> List[Tensor]:
+    """Deterministic (eval) gates of each module, float32."""
+    return [deterministic_gates(la.detach().cpu(), gamma, zeta) for la in log_alphas]
+
+
+def select_heads(
+    log_alphas: Sequence[Tensor],
+    heads: Optional[int] = None,
+    threshold: Optional[float] = None,
+    gamma: float = -0.1,
+    zeta: float = 1.1,
+) -> List[List[int]]:
+    """Kept head indices of each module (sorted), from the modules' ``log_alpha``.
+
+    * ``heads=K``: the K largest log_alpha over all modules (open gates all read z = 1, so
+      z cannot rank them); ties go to the earlier module, then the lower head;
+    * ``threshold=T``: the heads whose eval gate z > T;
+    * neither: the open heads (z == 1); refused if some gate is strictly between 0 and 1.
+    """
+    if heads is not None and threshold is not None:
+        raise PruningError("--heads and --threshold exclude each other: give at most one")
+    if not log_alphas:
+        raise PruningError("no gated attention module: give a checkpoint trained with a transformer_pass architecture")
+    total = sum(int(la.numel()) for la in log_alphas)
+    zs = gate_values(log_alphas, gamma, zeta)
+    if heads is not None:
+        if not 1 <= heads <= total:
+            raise PruningError(f"--heads {heads} is out of range: the model has {total} heads, give 1..{total}")
+        ranked = sorted(
+            ((-float(v), m, h) for m, la in enumerate(log_alphas) for h, v in enumerate(la.detach().cpu().tolist())),
+        )
+        kept: List[List[int]] = [[] for _ in log_alphas]
+        for _, m, h in ranked[:heads]:
+            kept[m].append(h)
+        return [sorted(k) for k in kept]
+    if threshold is not None:
+        if not 0.0 <= threshold < 1.0:
+            raise PruningError(f"--threshold {threshold} is out of range: give 0 <= T < 1 (heads with z > T are kept)")
+        return [[h for h, v in enumerate(z.tolist()) if v > threshold] for z in zs]
+    nonbinary = sum(int(((z > 0) & (z < 1)).sum()) for z in zs)
+    if nonbinary:
+        raise PruningError(
+            f"{nonbinary} of {total} gates are neither 0 nor 1: say what to keep with --heads K or --threshold T")
+    return [[h for h, v in enumerate(z.tolist()) if v == 1.0] for z in zs]
+
+
+def head_columns(kept: Sequence[int], head_dim: int) -> Tensor:
+    """Row (q/k/v) or column (out_proj) indices that belong to the ``kept`` heads."""
+    if not kept:
+        return torch.zeros(0, dtype=torch.long)
+    return torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in kept])
+
+
+def module_shape(state_dict: Dict[str, Tensor], prefix: str) -> Tuple[int, int]:
+    """(heads, head_dim) of a gated module."""
+    heads = state_dict[prefix + GATE_KEY].numel()
+    inner = state_dict[prefix + ".q_proj.weight"].size(0)
+    if inner % heads:
+        raise PruningError(f"{prefix}: q_proj has {inner} rows, not a multiple of its {heads} heads")
+    return heads, inner // heads
+
+
+def fold_module(
+    state_dict: Dict[str, Tensor],
+    prefix: str,
+    kept: Sequence[int],
+    physical: bool,
+    gamma: float = -0.1,
+    zeta: float = 1.1,
+) -> Dict[str, Tensor]:
+    """New entries for one gated module with the gates folded into out_proj.
+
+    ``physical``: q/k/v rows and out_proj columns of the dropped heads are removed (the
+    result has ``len(kept) * head_dim`` inner channels; zero heads leaves empty q/k/v and
+    an ``(embed_dim, 0)`` out_proj weight, whose bias is the module's whole output).
+    Otherwise shapes stay and dropped heads' out_proj columns are zeroed (stock format).
+    Gate entries are not in the result.
+    """
+    heads, head_dim = module_shape(state_dict, prefix)
+    z = deterministic_gates(state_dict[prefix + GATE_KEY].detach().cpu(), gamma, zeta)
+    mask = torch.zeros(heads)
+    mask[list(kept)] = 1.0
+    scale = (z * mask).repeat_interleave(head_dim)  # one factor per out_proj column
+    out = {}
+    w = state_dict[prefix + ".out_proj.weight"]
+    folded = w * scale.to(w.dtype).to(w.device).unsqueeze(0)
+    if physical:
+        idx = head_columns(kept, head_dim).to(w.device)
+        out[prefix + ".out_proj.weight"] = folded.index_select(1, idx).contiguous()
+        for proj in PROJECTIONS:
+            for kind in ("weight", "bias"):
+                key = f"{prefix}.{proj}.{kind}"
+                if key in state_dict:
+                    out[key] = state_dict[key].index_select(0, idx).contiguous()
+    else:
+        out[prefix + ".out_proj.weight"] = folded.contiguous()
+        for proj in PROJECTIONS:
+            for kind in ("weight", "bias"):
+                key = f"{prefix}.{proj}.{kind}"
+                if key in state_dict:
+                    out[key] = state_dict[key].clone()
+    bias = prefix + ".out_proj.bias"
+    if bias in state_dict:
+        out[bias] = state_dict[bias].clone()
+    return out
+
+
+def prune_state_dict(
+    state_dict: Dict[str, Tensor],
+    kept: Dict[str, Sequence[int]],
+    physical: bool,
+    gamma: float = -0.1,
+    zeta: float = 1.1,
+) -> Dict[str, Tensor]:
+    """The whole model's state dict with every gated module folded (see :func:`fold_module`)
+    and every gate-only entry and schedule buffer dropped; other entries are kept as they are."""
+    prefixes = gated_modules(state_dict)
+    if set(prefixes) != set(kept):
+        raise PruningError("the kept-head lists do not name the checkpoint's gated modules")
+    replaced: Dict[str, Tensor] = {}
+    for prefix in prefixes:
+        replaced.update(fold_module(state_dict, prefix, kept[prefix], physical, gamma, zeta))
+    result = {}
+    for key, value in state_dict.items():
+        if key in MODEL_ONLY_KEYS or any(key.endswith(s) for s in GATE_ONLY_SUFFIXES):
+            continue
+        result[key] = replaced.get(key, value)
+    return result
+
+
+def removed_parameter_count(state_dict: Dict[str, Tensor], kept: Dict[str, Sequence[int]]) -> int:
+    """Parameters that physical pruning removes: the dropped heads' q/k/v rows (weights and
+    biases) and out_proj columns."""
+    removed = 0
+    for prefix, keep in kept.items():
+        heads, head_dim = module_shape(state_dict, prefix)
+        dropped = (heads - len(keep)) * head_dim
+        for proj in PROJECTIONS:
+            removed += dropped * state_dict[f"{prefix}.{proj}.weight"].size(1)
+            if f"{prefix}.{proj}.bias" in state_dict:
+                removed += dropped
+        removed += dropped * state_dict[prefix + ".out_proj.weight"].size(0)
+    return removed
+
+
+def packed_selection(log_alphas: Sequence[Tensor], heads: int) -> List[List[int]]:
+    """K heads packed into as few modules as possible (what the concentrator aims at):
+    modules ranked by their summed log_alpha (ties: earlier module), whole modules kept in
+    that order, the last one with its largest-log_alpha heads. Used by the benchmark to
+    time a concentrated mask of the same size as a top-K one."""
+    total = sum(int(la.numel()) for la in log_alphas)
+    if not 1 <= heads <= total:
+        raise PruningError(f"--heads {heads} is out of range: the model has {total} heads, give 1..{total}")
+    order = sorted(range(len(log_alphas)), key=lambda m: (-float(log_alphas[m].sum()), m))
+    kept: List[List[int]] = [[] for _ in log_alphas]
+    left = heads
+    for m in order:
+        if left == 0:
+            break
+        la = log_alphas[m].detach().cpu().tolist()
+        best = sorted(range(len(la)), key=lambda h: (-la[h], h))[:left]
+        kept[m] = sorted(best)
+        left -= len(best)
+    return kept
