@@ -270,3 +270,23 @@ def test_cli_script_runs(gated_ckpt, tmp_path):
     proc = subprocess.run([sys.executable, SCRIPT, gated_ckpt, out, "--threshold", "0.5"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert os.path.exists(out) and os.path.getmtime(gated_ckpt) == before
+
+
+def _cli_hypotheses(data, ckpt):
+    exe = os.path.join(os.path.dirname(sys.executable), "fairseq-generate")
+    proc = subprocess.run([exe, data, "--user-dir", os.path.join(ROOT, "pass_fairseq"), "--path", ckpt,
+                           "--task", "translation", "--source-lang", "src", "--target-lang", "tgt",
+                           "--gen-subset", "test", "--beam", "5", "--nbest", "5", "--batch-size", "16",
+                           "--max-len-a", "0", "--max-len-b", "12", "--num-workers", "0",
+                           "--required-batch-size-multiple", "1"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    hyps = sorted(line.split("\t")[::2] for line in proc.stdout.splitlines() if line.startswith("H-"))
+    assert len(hyps) == 12 * 5
+    return hyps
+
+
+def test_fairseq_generate_cli_same_hypotheses(gated_ckpt, pruned_ckpt, data):
+    """fairseq-generate --user-dir pass_fairseq, beam 5: the pruned checkpoint gives the
+    gated checkpoint's hypotheses (ids and tokens; scores are printed rounded)."""
+    assert _cli_hypotheses(data, pruned_ckpt) == _cli_hypotheses(data, gated_ckpt)
