@@ -1,0 +1,114 @@
+import pytest
+import torch
+from fairseq.modules.multihead_attention import MultiheadAttention
+
+from pass_fairseq.modules.gated_attention import GatedMultiheadAttention
+
+E, H, T, S, B = 16, 4, 5, 7, 3
+
+
+def _pair(**kwargs):
+    torch.manual_seed(0)
+    stock = MultiheadAttention(E, H, dropout=0.0, **kwargs).eval()
+    gated = GatedMultiheadAttention.from_attention(stock, gate_kwargs={"init": 10.0}).eval()
+    return stock, gated
+
+
+def _causal(t):
+    return torch.triu(torch.full((t, t), float("-inf")), 1)
+
+
+def _padding(b, s):
+    mask = torch.zeros(b, s, dtype=torch.bool)
+    mask[0, -2:] = True
+    return mask
+
+
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_open_gates_equal_stock_self_attention(need_weights):
+    stock, gated = _pair(self_attention=True)
+    x = torch.randn(T, B, E)
+    kpm = _padding(B, T)
+    ref, ref_w = stock(x, x, x, key_padding_mask=kpm, attn_mask=_causal(T), need_weights=need_weights)
+    out, w = gated(x, x, x, key_padding_mask=kpm, attn_mask=_causal(T), need_weights=need_weights)
+    assert torch.allclose(out, ref, atol=1e-5)
+    if need_weights:
+        assert torch.allclose(w, ref_w, atol=1e-5)
+
+
+def test_open_gates_equal_stock_encoder_attention_and_training_path():
+    stock, gated = _pair(encoder_decoder_attention=True)
+    q, mem = torch.randn(T, B, E), torch.randn(S, B, E)
+    kpm = _padding(B, S)
+    ref, _ = stock(q, mem, mem, key_padding_mask=kpm, need_weights=False)
+    assert torch.allclose(gated(q, mem, mem, key_padding_mask=kpm, need_weights=False)[0], ref, atol=1e-5)
+    gated.train()  # sampled gates are exactly 1 at log_alpha = 10; explicit softmax path
+    assert torch.allclose(gated(q, mem, mem, key_padding_mask=kpm, need_weights=False)[0], ref, atol=1e-5)
+    assert int(gated.conf_count) == 1 and (gated.conf_mean > 0).all()
+
+
+def test_closed_gate_removes_exactly_that_head():
+    stock, gated = _pair(self_attention=True)
+    with torch.no_grad():
+        gated.gate.log_alpha[2] = -10.0
+        d = E // H
+        stock.out_proj.weight[:, 2 * d:3 * d] = 0.0  # head 2's contribution removed by hand
+    x = torch.randn(T, B, E)
+    ref, _ = stock(x, x, x, need_weights=False)
+    out, _ = gated(x, x, x, need_weights=False)
+    assert torch.allclose(out, ref, atol=1e-5)
+    with torch.no_grad():
+        gated.gate.log_alpha[2] = 10.0
+    assert not torch.allclose(gated(x, x, x, need_weights=False)[0], ref, atol=1e-3)
+
+
+def test_partial_gate_scales_head_output():
+    stock, gated = _pair(self_attention=True)
+    with torch.no_grad():
+        gated.gate.log_alpha[1] = 0.0
+        z = float(gated.gate.deterministic()[1])
+        d = E // H
+        stock.out_proj.weight[:, d:2 * d] *= z
+    x = torch.randn(T, B, E)
+    assert 0 < z < 1
+    assert torch.allclose(gated(x, x, x)[0], stock(x, x, x)[0], atol=1e-5)
+
+
+def test_incremental_decoding_matches_full_forward():
+    torch.manual_seed(0)
+    self_stock, self_gated = _pair(self_attention=True)
+    cross_stock, cross_gated = _pair(encoder_decoder_attention=True)
+    with torch.no_grad():
+        for g in (self_gated, cross_gated):
+            g.gate.log_alpha.copy_(torch.tensor([10.0, -10.0, 0.3, 10.0]))
+    x, mem, kpm = torch.randn(T, B, E), torch.randn(S, B, E), _padding(B, S)
+    full = self_gated(x, x, x, attn_mask=_causal(T))[0]
+    full = cross_gated(full, mem, mem, key_padding_mask=kpm)[0]
+    state, steps = {}, []
+    for t in range(T):
+        y = self_gated(x[t:t + 1], x[t:t + 1], x[t:t + 1], incremental_state=state)[0]
+        y = cross_gated(y, mem, mem, key_padding_mask=kpm, incremental_state=state, static_kv=True)[0]
+        steps.append(y)
+    assert torch.allclose(torch.cat(steps), full, atol=1e-5)
+    # the cache keeps fairseq's layout, so fairseq's reordering works unchanged
+    order = torch.tensor([2, 0, 1])
+    self_gated.reorder_incremental_state(state, order)
+    assert self_gated._get_input_buffer(state)["prev_key"].shape == (B, H, T, E // H)
+
+
+def test_beamable_encoder_attention():
+    stock, gated = _pair(encoder_decoder_attention=True)
+    beam = 2
+    mem = torch.randn(S, B, E).repeat_interleave(beam, dim=1)  # encoder output per hypothesis
+    q = torch.randn(1, B * beam, E)
+    ref = gated(q, mem, mem)[0]
+    gated.set_beam_size(beam)
+    assert torch.allclose(gated(q, mem, mem)[0], ref, atol=1e-5)
+
+
+def test_missing_gate_entries_are_filled_when_loading_stock_weights():
+    stock, gated = _pair(self_attention=True)
+    sd = {f"layer.attn.{k}": v for k, v in stock.state_dict().items()}
+    gated.upgrade_state_dict_named(sd, "layer.attn")
+    assert torch.equal(sd["layer.attn.gate.log_alpha"], torch.full((H,), 3.0))
+    assert not sd["layer.attn.gate.reopen_pending"].any()
