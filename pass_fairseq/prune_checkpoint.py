@@ -88,14 +88,18 @@ def _stock_model_cfg(model_cfg: dict) -> dict:
 
 
 def convert(state: dict, heads: Optional[int] = None, threshold: Optional[float] = None,
-            fmt: str = "pruned") -> dict:
-    """A new checkpoint dict (``state`` is not modified). Raises PruningError on bad input."""
+            fmt: str = "pruned", kept: Optional[Dict[str, List[int]]] = None) -> dict:
+    """A new checkpoint dict (``state`` is not modified). Raises PruningError on bad input.
+
+    ``kept`` (module -> head list) overrides the selection from the gates (the benchmark
+    uses it for packed and attention-free layouts)."""
     if fmt not in ("pruned", "stock"):
         raise PruningError(f"--format {fmt}: give pruned or stock")
     model_state = state.get("model") if isinstance(state, dict) else None
     if not isinstance(model_state, dict):
         raise PruningError("not a fairseq checkpoint: no 'model' state dict")
-    kept = kept_heads(model_state, heads, threshold)
+    if kept is None:
+        kept = kept_heads(model_state, heads, threshold)
     new_model = prune_state_dict(model_state, kept, physical=fmt == "pruned")
 
     cfg = state.get("cfg")
@@ -145,6 +149,9 @@ def save_atomic(obj, path: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + ".", dir=directory)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's mode
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
