@@ -11,7 +11,7 @@ import torch
 
 from pass_fairseq import prune_checkpoint as pc
 from pass_fairseq.models.transformer_pass_pruned import PrunedMultiheadAttention
-from pass_fairseq.pruning import (PruningError, packed_selection, prune_state_dict, removed_parameter_count,
+from pass_fairseq.pruning import (PruningError, packed_selection, removed_parameter_count,
                                   select_heads)
 
 from pruning_fixtures import MASK, build_gated, checkpoint_state, log_probs, make_data, sample_batch

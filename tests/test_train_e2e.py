@@ -147,3 +147,15 @@ def test_pass_criterion_under_the_wrong_task(toy_data, tmp_path, capsys):
     with pytest.raises(SystemExit):
         train(toy_data, tmp_path, *TINY_MODEL, *args, *PASS_CRITERION, "--pass-target-heads", "4", "--max-epoch", "1")
     assert "needs --task translation_pass" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [
+    ["--pass-concentrator", "--pass-target-heads", "4"],
+    ["--pass-method", "voita", "--pass-l0-penalty", "0.05"],
+    ["--pass-target-heads", "4", "--pass-gate-noise", "example", "--pass-reg-scaling", "token", "--update-freq", "2"],
+], ids=["concentrator", "voita", "per-example-token-scaling"])
+def test_other_methods_train(toy_data, tmp_path, extra):
+    save = train(toy_data, tmp_path, *TINY_MODEL, *TRAIN_COMMON, *PASS_CRITERION, *extra, "--max-epoch", "2")
+    state = load_state(os.path.join(save, "checkpoint_last.pt"))
+    assert int(state["model"]["pass_epoch"]) == 2
+    assert int(state["model"]["pass_lambda_steps"]) <= 1

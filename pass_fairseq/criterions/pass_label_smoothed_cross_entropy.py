@@ -158,7 +158,7 @@ class PassLabelSmoothedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion)
                 conc_weight = self.conc_weight
                 if conc_weight is None:
                     conc_weight = losses.concentrator_weight_lower_bound(
-                        q0s, q1s, [g.log_alpha.detach() > g.clip_min for g in gates], self.conc_weight_cap)
+                        q0s, q1s, [~g.is_clipped_closed() for g in gates], self.conc_weight_cap)
                 reg = reg + lam * conc_weight * conc
         with torch.no_grad():
             z = torch.cat([g.deterministic().float() for g in gates])

@@ -15,8 +15,6 @@ its first axis, and encoder attention keeps one key copy per sentence under beam
 import json
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import torch
-import torch.nn.functional as F
 from fairseq.incremental_decoding_utils import with_incremental_state
 from fairseq.models import register_model, register_model_architecture
 from fairseq.models.transformer import TransformerModel, base_architecture
@@ -25,12 +23,11 @@ from fairseq.modules.multihead_attention import MultiheadAttention
 from torch import Tensor, nn
 
 from pass_fairseq.errors import fail
-
-IncrementalState = Optional[Dict[str, Dict[str, Optional[Tensor]]]]
+from pass_fairseq.modules.head_attention import HeadAttentionMixin, IncrementalState
 
 
 @with_incremental_state
-class PrunedMultiheadAttention(nn.Module):
+class PrunedMultiheadAttention(HeadAttentionMixin, nn.Module):
     """Attention over a subset of the original heads; zero heads means "skipped".
 
     ``kept_heads`` are the original indices (kept for reporting); the projections hold
@@ -133,101 +130,12 @@ class PrunedMultiheadAttention(nn.Module):
             return bias.to(query.dtype).expand(tgt_len, bsz, embed_dim), None
 
         need_weights = need_weights or need_head_weights
-        heads, head_dim = self.num_heads, self.head_dim
-        saved = None
-        if incremental_state is not None:
-            saved = self._get_input_buffer(incremental_state)
-            if static_kv and "prev_key" in saved:
-                key = value = None
-
-        q = self.q_proj(query) * self.scaling
-        k = v = None
-        if self.self_attention:
-            k, v = self.k_proj(query), self.v_proj(query)
-        elif key is not None:
-            if self.encoder_decoder_attention and self.beam_size > 1 and key.size(1) == bsz:
-                # the beam's copies of a sentence share one encoder output: use the first
-                key = key.view(key.size(0), -1, self.beam_size, key.size(2))[:, :, 0, :]
-                if key_padding_mask is not None:
-                    key_padding_mask = key_padding_mask.view(-1, self.beam_size, key_padding_mask.size(1))[:, 0, :]
-            k = self.k_proj(key)
-            v = self.v_proj(key if self.encoder_decoder_attention else value)
-
-        q = q.view(tgt_len, bsz, heads, head_dim).permute(1, 2, 0, 3)  # (bsz, heads, tgt, d)
-        if k is not None:
-            kv_rows = k.size(1)
-            k = k.view(-1, kv_rows, heads, head_dim).permute(1, 2, 0, 3)
-            v = v.view(-1, kv_rows, heads, head_dim).permute(1, 2, 0, 3)
-
-        if saved is not None:
-            if "prev_key" in saved:
-                if static_kv:
-                    k, v = saved["prev_key"], saved["prev_value"]
-                else:
-                    k = torch.cat([saved["prev_key"], k], dim=2)
-                    v = torch.cat([saved["prev_value"], v], dim=2)
-            key_padding_mask = MultiheadAttention._append_prev_key_padding_mask(
-                key_padding_mask=key_padding_mask,
-                prev_key_padding_mask=saved.get("prev_key_padding_mask"),
-                batch_size=k.size(0),
-                src_len=k.size(2),
-                static_kv=static_kv,
-            )
-            saved["prev_key"], saved["prev_value"] = k, v
-            saved["prev_key_padding_mask"] = key_padding_mask
-            self._set_input_buffer(incremental_state, saved)
-
-        kv_bsz, src_len = k.size(0), k.size(2)
-        if key_padding_mask is not None and key_padding_mask.dim() == 0:
-            key_padding_mask = None
-        # Beam copies of a sentence share one cached encoder key: fold them into the query
-        # length, (bsz, H, tgt, d) -> (kv_bsz, H, group * tgt, d), so every product is a
-        # plain 4-d batched one (broadcasting a 5-d one is about 2x slower on CPU).
-        group = bsz // kv_bsz
-        if group > 1:
-            q = q.view(kv_bsz, group, heads, tgt_len, head_dim).transpose(1, 2).reshape(
-                kv_bsz, heads, group * tgt_len, head_dim)
-            if attn_mask is not None:
-                attn_mask = attn_mask.repeat(group, 1)
-
-        mask = None
-        if attn_mask is not None:
-            mask = attn_mask.to(q.dtype)
-        if key_padding_mask is not None:
-            pad = torch.zeros(key_padding_mask.shape, dtype=q.dtype, device=q.device)
-            pad = pad.masked_fill(key_padding_mask.to(torch.bool), float("-inf")).view(kv_bsz, 1, 1, src_len)
-            mask = pad if mask is None else mask + pad
-
-        probs = None
-        if need_weights or before_softmax or self.training:
-            scores = q @ k.transpose(-1, -2)
-            if mask is not None:
-                scores = scores + mask
-            if before_softmax:
-                return self._ungroup(scores, group).reshape(bsz * heads, tgt_len, src_len), \
-                    v.reshape(kv_bsz * heads, src_len, head_dim)
-            probs = torch.softmax(scores.float(), dim=-1)
-            ctx = self.dropout_module(probs.type_as(scores)) @ v
-        else:
-            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
-        ctx = self._ungroup(ctx, group)  # (bsz, heads, tgt, d)
-        ctx = ctx.permute(2, 0, 1, 3).reshape(tgt_len, bsz, heads * head_dim)
-        out = self.out_proj(ctx)
-
-        weights = None
-        if need_weights:
-            weights = self._ungroup(probs, group).transpose(1, 0)
-            if not need_head_weights:
-                weights = weights.mean(dim=0)
-        return out, weights
-
-    @staticmethod
-    def _ungroup(x: Tensor, group: int) -> Tensor:
-        """(kv_bsz, H, group * tgt, n) -> (kv_bsz * group, H, tgt, n): undo the beam folding."""
-        if group == 1:
-            return x
-        kv_bsz, heads, rows, n = x.shape
-        return x.view(kv_bsz, heads, group, rows // group, n).transpose(1, 2).reshape(kv_bsz * group, heads, -1, n)
+        q, k, v, key_padding_mask = self.project(query, key, value, key_padding_mask, incremental_state, static_kv)
+        if before_softmax:
+            return self.scores_before_softmax(q, k, v, attn_mask, key_padding_mask)
+        ctx, probs = self.attend(q, k, v, attn_mask, key_padding_mask, explicit=need_weights or self.training)
+        out = self.out_proj(self.merge_heads(ctx))
+        return out, (self.head_weights(probs, need_head_weights) if need_weights else None)
 
 
 def parse_pruned_heads(text) -> Dict[str, List[int]]:

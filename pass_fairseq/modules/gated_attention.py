@@ -10,19 +10,17 @@ The module also accumulates each head's attention confidence in training (the me
 batch and query positions, of the max over key positions of its attention probabilities),
 which selective reopening reads at each epoch start.
 """
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from fairseq.modules.multihead_attention import MultiheadAttention
 from torch import Tensor
 
 from pass_fairseq.gates import HardConcrete
+from pass_fairseq.modules.head_attention import HeadAttentionMixin, IncrementalState
 
-IncrementalState = Optional[Dict[str, Dict[str, Optional[Tensor]]]]
 
-
-class GatedMultiheadAttention(MultiheadAttention):
+class GatedMultiheadAttention(HeadAttentionMixin, MultiheadAttention):
     """Multi-head attention whose heads are scaled by :class:`HardConcrete` gates.
 
     Same parameters and incremental-state layout as fairseq's module (so its
@@ -108,103 +106,14 @@ class GatedMultiheadAttention(MultiheadAttention):
     ) -> Tuple[Tensor, Optional[Tensor]]:
         """Time x Batch x Channel in and out, as fairseq's ``MultiheadAttention``."""
         need_weights = need_weights or need_head_weights
-        tgt_len, bsz, _ = query.size()
-        heads, head_dim = self.num_heads, self.head_dim
-
-        saved_state = None
-        if incremental_state is not None:
-            saved_state = self._get_input_buffer(incremental_state)
-            if static_kv and "prev_key" in saved_state:
-                key = value = None  # encoder keys/values are cached already
-
-        q = self.q_proj(query) * self.scaling
-        if self.self_attention:
-            k, v = self.k_proj(query), self.v_proj(query)
-        elif key is None:
-            k = v = None
-        else:
-            if self.encoder_decoder_attention and self.beam_size > 1 and bsz == key.size(1):
-                # beamable encoder attention: keep one copy of the keys per sentence
-                key = key.view(key.size(0), -1, self.beam_size, key.size(2))[:, :, 0, :]
-                if key_padding_mask is not None:
-                    key_padding_mask = key_padding_mask.view(-1, self.beam_size, key_padding_mask.size(1))[:, 0, :]
-            k = self.k_proj(key)
-            v = self.v_proj(key if self.encoder_decoder_attention else value)
-
-        # (batch, heads, time, head_dim)
-        q = q.view(tgt_len, bsz, heads, head_dim).permute(1, 2, 0, 3)
-        if k is not None:
-            kv_bsz = k.size(1)
-            k = k.view(-1, kv_bsz, heads, head_dim).permute(1, 2, 0, 3)
-            v = v.view(-1, kv_bsz, heads, head_dim).permute(1, 2, 0, 3)
-
-        if saved_state is not None:
-            if "prev_key" in saved_state:
-                prev_key, prev_value = saved_state["prev_key"], saved_state["prev_value"]
-                if static_kv:
-                    k, v = prev_key, prev_value
-                else:
-                    k, v = torch.cat([prev_key, k], dim=2), torch.cat([prev_value, v], dim=2)
-            key_padding_mask = MultiheadAttention._append_prev_key_padding_mask(
-                key_padding_mask=key_padding_mask,
-                prev_key_padding_mask=saved_state.get("prev_key_padding_mask"),
-                batch_size=k.size(0),
-                src_len=k.size(2),
-                static_kv=static_kv,
-            )
-            saved_state["prev_key"], saved_state["prev_value"] = k, v
-            saved_state["prev_key_padding_mask"] = key_padding_mask
-            self._set_input_buffer(incremental_state, saved_state)
-        kv_bsz, src_len = k.size(0), k.size(2)
-        if key_padding_mask is not None and key_padding_mask.dim() == 0:
-            key_padding_mask = None
-
-        # queries grouped per key batch: (kv_bsz, group, heads, tgt, head_dim)
-        group = bsz // kv_bsz
-        qg = q.reshape(kv_bsz, group, heads, tgt_len, head_dim)
-        mask = self._additive_mask(attn_mask, key_padding_mask, kv_bsz, q.dtype)
-
-        explicit = need_weights or before_softmax or self.training
-        if explicit:
-            scores = torch.matmul(qg, k.unsqueeze(1).transpose(-1, -2))
-            if mask is not None:
-                scores = scores + mask
-            if before_softmax:
-                return scores.view(bsz * heads, tgt_len, src_len), v.reshape(kv_bsz * heads, src_len, head_dim)
-            probs_float = torch.softmax(scores.float(), dim=-1)
-            probs = probs_float.type_as(scores)
-            if self.training:
-                self._track_confidence(probs.view(bsz, heads, tgt_len, src_len))
-            out = torch.matmul(self.dropout_module(probs), v.unsqueeze(1))
-        else:
-            out = F.scaled_dot_product_attention(
-                qg, k.unsqueeze(1), v.unsqueeze(1), attn_mask=mask, scale=1.0
-            )
-        out = out.reshape(bsz, heads, tgt_len, head_dim)
-
+        q, k, v, key_padding_mask = self.project(query, key, value, key_padding_mask, incremental_state, static_kv)
+        if before_softmax:
+            return self.scores_before_softmax(q, k, v, attn_mask, key_padding_mask)
+        ctx, probs = self.attend(q, k, v, attn_mask, key_padding_mask, explicit=need_weights or self.training)
+        if self.training:
+            self._track_confidence(probs)
+        bsz = ctx.size(0)
         z = self.gate(bsz if (self.training and self.gate_per_example) else None)
-        out = out * z.to(out.dtype).view(-1 if z.dim() == 2 else 1, heads, 1, 1)
-
-        out = out.permute(2, 0, 1, 3).reshape(tgt_len, bsz, heads * head_dim)
-        out = self.out_proj(out)
-
-        weights = None
-        if need_weights:
-            weights = probs_float.view(bsz, heads, tgt_len, src_len).transpose(1, 0)
-            if not need_head_weights:
-                weights = weights.mean(dim=0)
-        return out, weights
-
-    @staticmethod
-    def _additive_mask(attn_mask: Optional[Tensor], key_padding_mask: Optional[Tensor],
-                       kv_bsz: int, dtype: torch.dtype) -> Optional[Tensor]:
-        """One additive mask broadcastable to (kv_bsz, group, heads, tgt, src)."""
-        mask = None
-        if attn_mask is not None:
-            mask = attn_mask.to(dtype)
-        if key_padding_mask is not None:
-            pad = torch.zeros(key_padding_mask.shape, dtype=dtype, device=key_padding_mask.device)
-            pad = pad.masked_fill(key_padding_mask.to(torch.bool), float("-inf"))
-            pad = pad.view(kv_bsz, 1, 1, 1, -1)
-            mask = pad if mask is None else mask + pad
-        return mask
+        ctx = ctx * z.to(ctx.dtype).view(-1 if z.dim() == 2 else 1, self.num_heads, 1, 1)
+        out = self.out_proj(self.merge_heads(ctx))
+        return out, (self.head_weights(probs, need_head_weights) if need_weights else None)
