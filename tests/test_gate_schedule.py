@@ -108,3 +108,9 @@ def test_plain_adam_is_refused_for_a_gated_model(toy_data, capsys):
         task.optimizer_step(adam, model, 0)
     assert e.value.code == 2
     assert "--optimizer pass_adam" in capsys.readouterr().err
+
+
+def test_reopening_stops_at_half_of_max_epoch_by_default(toy_data):
+    assert _task_and_cfg(toy_data, "--max-epoch", "40")[0].last_reopen_epoch() == 20
+    assert _task_and_cfg(toy_data, "--max-epoch", "40", "--pass-reopen-until-epoch", "35")[0].last_reopen_epoch() == 35
+    assert _task_and_cfg(toy_data)[0].last_reopen_epoch() == float("inf")

@@ -43,9 +43,11 @@ class TranslationPassConfig(TranslationConfig):
     pass_reopen_decay: float = field(
         default=0.9, metadata={"help": "reopen probability factor decay^(epoch-2) (the reference's 0.9)"})
     pass_reopen_until_epoch: Optional[int] = field(
-        default=None, metadata={"help": "last epoch at whose start closed gates may reopen"
-                                        " (default: every epoch), so a run can end on target"})
+        default=None, metadata={"help": "last epoch at whose start closed gates may reopen (default: half"
+                                        " of --max-epoch, so the run ends on target; every epoch when"
+                                        " --max-epoch is not set)"})
     seed: int = II("common.seed")
+    max_epoch: int = II("optimization.max_epoch")
     best_checkpoint_metric: str = II("checkpoint.best_checkpoint_metric")
     maximize_best_checkpoint_metric: bool = II("checkpoint.maximize_best_checkpoint_metric")
 
@@ -92,12 +94,16 @@ class TranslationPassTask(TranslationTask):
             return
         if hasattr(self.criterion, "begin_epoch"):
             self.criterion.begin_epoch(epoch, model)
-        if epoch >= 2 and not self.cfg.pass_no_reopen and (
-                self.cfg.pass_reopen_until_epoch is None or epoch <= self.cfg.pass_reopen_until_epoch):
+        if epoch >= 2 and not self.cfg.pass_no_reopen and epoch <= self.last_reopen_epoch():
             self.reopen_gates(modules, epoch)
         for m in modules:
             m.reset_confidence()
         state.pass_epoch.fill_(epoch)
+
+    def last_reopen_epoch(self) -> float:
+        if self.cfg.pass_reopen_until_epoch is not None:
+            return self.cfg.pass_reopen_until_epoch
+        return self.cfg.max_epoch // 2 if self.cfg.max_epoch else float("inf")
 
     def reopen_gates(self, modules, epoch):
         """Mark closed gates for reopening with probability proportional to their head's
