@@ -67,7 +67,11 @@ class StageError(Exception):
 
 # ---- running commands -----------------------------------------------------------------
 
-_NOISE = re.compile(r"(Future|User|Deprecation)Warning:")
+#: console noise (the full output still goes to the log): Python warnings, hydra's
+#: deprecation notes, fairseq's one-line config dump and the model printout
+_NOISE = re.compile(r"Warning:|^See https://hydra|^The version_base|^Please specify a compat|^Will assume default"
+                    r"|^'config' is validated|^This behavior is deprecated|^The strict flag|^DEBUG:hydra"
+                    r"|tensorboardX|\{'_name': |can_reuse_epoch_itr|reuse_dataloader = |rebuild_batches = |^\)$")
 
 
 def run(cmd, log_path=None, append=False, show=True):
@@ -83,23 +87,14 @@ def run(cmd, log_path=None, append=False, show=True):
         if log:
             log.close()
         raise StageError(f"cannot start {cmd[0]}: {e}")
-    skip_next = False
     tail = []
     for line in proc.stdout:
         if log:
             log.write(line)
-        tail = (tail + [line.rstrip("\n")])[-15:]
-        if not show:
-            continue
-        if _NOISE.search(line):
-            skip_next = True
-            continue
-        if skip_next and line.startswith("  "):
-            skip_next = False
-            continue
-        skip_next = False
         text = line.rstrip("\n")
-        print(text if len(text) <= 240 else text[:237] + "...", flush=True)
+        tail = (tail + [text])[-15:]
+        if show and text.strip() and not text[0].isspace() and not _NOISE.search(text):
+            print(text if len(text) <= 240 else text[:237] + "...", flush=True)
     rc = proc.wait()
     if log:
         log.close()
@@ -201,7 +196,7 @@ def generate(args, ckpt, out_dir, name):
     cmd = [tool("fairseq-generate"), os.path.join(args.corpus, "data-bin"), "--user-dir", "pass_fairseq",
            "--path", ckpt, "--gen-subset", "test", "--beam", "5", "--remove-bpe", "sentencepiece",
            "--batch-size", str(args.eval_batch_size), "--required-batch-size-multiple", "1", "--max-len-a", "1.2", "--max-len-b", "10",
-           "--results-path", out_dir, "--num-workers", "0", "--log-format", "simple"]
+           "--results-path", out_dir, "--num-workers", "0", "--log-format", "simple", "--log-interval", "4"]
     log_path = os.path.join(out_dir, f"generate-{name}.log")
     start = time.time()
     check(run(cmd, log_path), f"fairseq-generate on {rel(ckpt)}", log_path)
