@@ -71,12 +71,15 @@ class PassLabelSmoothedCrossEntropyCriterionConfig(LabelSmoothedCrossEntropyCrit
     pass_conc_start_epoch: int = field(
         default=1, metadata={"help": "first epoch with the concentrator on"})
     pass_conc_end_epoch: Optional[int] = field(
-        default=None, metadata={"help": "last epoch with the concentrator on (default: to the end)"})
+        default=None, metadata={"help": "last epoch with the concentrator on (default: half of --max-epoch,"
+                                        " so PASS alone settles the count afterwards; to the end without"
+                                        " --max-epoch)"})
     pass_reg_scaling: REG_SCALINGS = field(
         default="update", metadata={"help": "update: R counts once per update, as in the reference;"
                                             " token: R is multiplied by the micro-batch's sample size"})
     update_freq: List[int] = II("optimization.update_freq")
     distributed_world_size: int = II("distributed_training.distributed_world_size")
+    max_epoch: int = II("optimization.max_epoch")
 
 
 @register_criterion("pass_label_smoothed_cross_entropy", dataclass=PassLabelSmoothedCrossEntropyCriterionConfig)
@@ -85,7 +88,7 @@ class PassLabelSmoothedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion)
                  pass_method="pass", pass_target_heads=None, pass_lambda_init=0.1, pass_lambda_factor=2.0,
                  pass_l0_penalty=0.01, pass_concentrator=False, pass_conc_weight=None,
                  pass_conc_weight_cap=500.0, pass_conc_start_epoch=1, pass_conc_end_epoch=None,
-                 pass_reg_scaling="update", update_freq=(1,), distributed_world_size=1):
+                 pass_reg_scaling="update", update_freq=(1,), distributed_world_size=1, max_epoch=0):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
         from pass_fairseq.tasks.translation_pass import TranslationPassTask
 
@@ -102,7 +105,10 @@ class PassLabelSmoothedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion)
         self.l0_penalty = pass_l0_penalty
         self.concentrator = pass_concentrator
         self.conc_weight, self.conc_weight_cap = pass_conc_weight, pass_conc_weight_cap
-        self.conc_start, self.conc_end = pass_conc_start_epoch, pass_conc_end_epoch
+        self.conc_start = pass_conc_start_epoch
+        self.conc_end = pass_conc_end_epoch
+        if self.conc_end is None:
+            self.conc_end = max_epoch // 2 if max_epoch else math.inf
         self.reg_scaling = str(pass_reg_scaling)
         self.update_freq = list(update_freq)
         self.world_size = max(1, distributed_world_size)
@@ -133,7 +139,7 @@ class PassLabelSmoothedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion)
                     f"{z.numel() - opened - closed} non-binary; lambda {self.current_lambda(model):g}")
 
     def concentrator_on(self, epoch: int) -> bool:
-        return self.concentrator and epoch >= self.conc_start and (self.conc_end is None or epoch <= self.conc_end)
+        return self.concentrator and self.conc_start <= epoch <= self.conc_end
 
     # ---- loss ----------------------------------------------------------------------
     def regularizer(self, model):
