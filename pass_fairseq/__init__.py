@@ -1,8 +1,9 @@
 """pass_fairseq: PASS / PASSCONC attention-head pruning as a fairseq user directory.
 
 Importing the package registers everything: the ``transformer_pass`` model and its
-architectures, the ``pass_label_smoothed_cross_entropy`` criterion, the ``translation_pass``
-task and the ``pass_adam`` optimizer.
+architectures, the ``transformer_pass_pruned`` model of converted checkpoints, the
+``pass_label_smoothed_cross_entropy`` criterion, the ``translation_pass`` task and the
+``pass_adam`` optimizer.
 """
 import argparse
 

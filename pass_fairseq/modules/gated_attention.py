@@ -54,7 +54,6 @@ class GatedMultiheadAttention(HeadAttentionMixin, MultiheadAttention):
             add_zero_attn=mha.add_zero_attn,
             self_attention=mha.self_attention,
             encoder_decoder_attention=mha.encoder_decoder_attention,
-            q_noise=mha.q_noise if hasattr(mha, "q_noise") else 0.0,
             **gate_options,
         )
         gated.load_state_dict(mha.state_dict(), strict=False)
