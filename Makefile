@@ -19,8 +19,9 @@ $(STAMP): requirements.txt setup.py
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+# make demo K=16 CONC=1 DEMO_ARGS="--epochs 3"
 demo: $(STAMP)
-	$(PY) scripts/demo.py $(DEMO_ARGS)
+	$(PY) scripts/demo.py $(if $(K),--heads $(K)) $(if $(CONC),--concentrator) $(DEMO_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
