@@ -43,13 +43,13 @@ HEADS_TOTAL = 72
 # doubles at each epoch start while the gates are off target, R is added once per update
 # to the summed loss (weight lambda / tokens-per-update relative to the per-token loss),
 # closed gates reopen at epoch starts, log_alpha is clipped to [-5, 5]. The CPU budget
-# buys about one pass over the corpus (~450 updates, ~8 min) for the fine-tune, so
+# buys about one pass over the corpus (~540 updates in shards, ~11 min) for the fine-tune, so
 # (measured on the 2,400-update base, K = 24; see the report of issue 3):
 # * --pass-reg-scaling token: R weighs lambda times one token's loss, so lambda 0.1
 #   already moves the gates in the first updates (with "update" scaling, 1/3000 of that,
 #   they would barely move in one pass);
 # * short epochs: the training set is split into --shards 8 shards and fairseq reads one
-#   shard per epoch, so an epoch is ~56 updates and the epoch-start schedule (lambda x2
+#   shard per epoch, so an epoch is ~68 updates and the epoch-start schedule (lambda x2
 #   while off target) runs 7 times in one pass instead of never;
 # * --clip 10 instead of 5: a clipped gate has q0 (or q1) = sigmoid(clip - 0.79), 0.985
 #   at 5, so 48 closed gates leave |N-K - sum q0| a deficit of 0.7 which one gate fills
@@ -58,8 +58,8 @@ HEADS_TOTAL = 72
 #   6.4). At 10 the deficit (0.005) is filled only by a gate deep in the open or closed
 #   zone, so the gates end binary with exactly K open;
 # * gates start open (log_alpha 3, --pass-missing-gate-init: the base model unchanged)
-#   and move ~--pass-gate-lr (0.2) per update under Adam: on target after ~2.5 epochs
-#   (~150 updates); the rest retrains the kept heads at the base's final learning rate
+#   and move ~--pass-gate-lr (0.2) per update under Adam: on target within 3 epochs
+#   (~200 updates); the rest retrains the kept heads at the base's final learning rate
 #   (~4.6e-4, fixed, 50 warm-up updates for the fresh Adam state);
 # * no reopening (--reopen-until-epoch to enable it): in a fine-tune this short a
 #   reopened gate costs more recovery than it brings;
@@ -512,7 +512,7 @@ def parse_args(argv=None):
     p.add_argument("--concentrator", action="store_true", help="PASSCONC: pack the kept heads into few modules")
     p.add_argument("--shards", type=int, default=PASS_DEFAULTS["shards"],
                    help="the PASS fine-tune splits the training set into this many shards; one epoch is"
-                        " one shard (default %(default)s: ~56 updates an epoch)")
+                        " one shard (default %(default)s: ~68 updates an epoch)")
     p.add_argument("--epochs", type=int, default=PASS_DEFAULTS["epochs"],
                    help="epochs (shards) of the PASS fine-tune (default %(default)s)")
     p.add_argument("--max-update", type=int, default=0, metavar="N",
