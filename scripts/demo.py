@@ -44,7 +44,7 @@ HEADS_TOTAL = 72
 # to the summed loss (weight lambda / tokens-per-update relative to the per-token loss),
 # closed gates reopen at epoch starts, log_alpha is clipped to [-5, 5]. The CPU budget
 # buys about one pass over the corpus (~540 updates in shards, ~11 min) for the fine-tune, so
-# (measured on the 2,400-update base, K = 24; see the report of issue 3):
+# (measured on the 2,400-update base at K = 24):
 # * --pass-reg-scaling token: R weighs lambda times one token's loss, so lambda 0.1
 #   already moves the gates in the first updates (with "update" scaling, 1/3000 of that,
 #   they would barely move in one pass);
@@ -65,8 +65,8 @@ HEADS_TOTAL = 72
 #   reopened gate costs more recovery than it brings;
 # * --best-checkpoint-metric pass_loss: checkpoint_best.pt is the on-target checkpoint
 #   (binary gates, exactly K open) with the best validation loss, never an off-target one.
-PASS_DEFAULTS = dict(lambda_init=0.1, lambda_factor=2.0, gate_lr=0.2, shards=8, epochs=8, reopen_until_epoch=0, clip=10.0,
-                     lr=5e-4, warmup=50)
+PASS_DEFAULTS = dict(lambda_init=0.1, lambda_factor=2.0, gate_lr=0.2, shards=8, epochs=8, reopen_until_epoch=0,
+                     clip=10.0, lr=5e-4, warmup=50)
 
 STAGES = ("corpus", "base", "base eval", "PASS fine-tune", "PASS eval", "gates", "report")
 
@@ -203,10 +203,14 @@ def generate(args, ckpt, out_dir, name):
     """Beam-5 fairseq-generate on the test set; returns the detokenized hypotheses in
     test-set order and the seconds it took."""
     os.makedirs(out_dir, exist_ok=True)
+    # --required-batch-size-multiple 1: with fairseq's default 8, a fixed --batch-size larger
+    # than the set drops the remainder (100 sentences at batch size 128 gave 96 hypotheses).
+    # --max-len-a/b cap runaway hypotheses (the whole test set takes ~30 s at width 128).
     cmd = [tool("fairseq-generate"), os.path.join(args.corpus, "data-bin"), "--user-dir", "pass_fairseq",
            "--path", ckpt, "--gen-subset", "test", "--beam", "5", "--remove-bpe", "sentencepiece",
-           "--batch-size", str(args.eval_batch_size), "--required-batch-size-multiple", "1", "--max-len-a", "1.2", "--max-len-b", "10",
-           "--results-path", out_dir, "--num-workers", "0", "--log-format", "simple", "--log-interval", "4"]
+           "--batch-size", str(args.eval_batch_size), "--required-batch-size-multiple", "1",
+           "--max-len-a", "1.2", "--max-len-b", "10", "--results-path", out_dir, "--num-workers", "0",
+           "--log-format", "simple", "--log-interval", "4"]
     log_path = os.path.join(out_dir, f"generate-{name}.log")
     start = time.time()
     check(run(cmd, log_path), f"fairseq-generate on {rel(ckpt)}", log_path)
