@@ -9,8 +9,8 @@ from typing import Dict
 import torch
 
 from pass_fairseq.gates import deterministic_gates
+from pass_fairseq.pruning import GATE_KEY, gated_modules
 
-GATE_SUFFIX = ".gate.log_alpha"
 #: the three kinds of attention module, as they end in state-dict prefixes
 MODULE_KINDS = (("encoder", "self_attn", "encoder self"), ("decoder", "self_attn", "decoder self"),
                 ("decoder", "encoder_attn", "decoder cross"))
@@ -18,7 +18,7 @@ MODULE_KINDS = (("encoder", "self_attn", "encoder self"), ("decoder", "self_attn
 
 def gate_log_alphas(state_dict: Dict[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
     """{module prefix: log_alpha} in state-dict order."""
-    return OrderedDict((k[: -len(GATE_SUFFIX)], v) for k, v in state_dict.items() if k.endswith(GATE_SUFFIX))
+    return OrderedDict((prefix, state_dict[prefix + GATE_KEY]) for prefix in gated_modules(state_dict))
 
 
 def gate_report(state_dict: Dict[str, torch.Tensor], gamma: float = -0.1, zeta: float = 1.1) -> dict:

@@ -167,11 +167,13 @@ class PassLabelSmoothedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion)
                         q0s, q1s, [~g.is_clipped_closed() for g in gates], self.conc_weight_cap)
                 reg = reg + lam * conc_weight * conc
         with torch.no_grad():
-            z = torch.cat([g.deterministic().float() for g in gates])
-            opened, closed = (z == 1).sum(), (z == 0).sum()
-            active = sum(int((g.deterministic() > 0).any()) for g in gates)
-            values = torch.stack([opened.float(), closed.float(), (1.0 - q0).sum(), reg.detach(), nb.detach(),
-                                  closed_gap.detach(), open_gap.detach(), conc.detach()]).tolist()
+            zs = [g.deterministic().float() for g in gates]
+            z = torch.cat(zs)
+            active = torch.stack([(zm > 0).any() for zm in zs]).sum()
+            values = torch.stack([(z == 1).sum().float(), (z == 0).sum().float(), (1.0 - q0).sum(), reg.detach(),
+                                  nb.detach(), closed_gap.detach(), open_gap.detach(), conc.detach(),
+                                  active.float()]).tolist()
+        active = int(values[8])
         opened, closed = int(values[0]), int(values[1])
         log = {
             "pass_open": opened, "pass_closed": closed, "pass_nonbinary": z.numel() - opened - closed,
