@@ -63,10 +63,15 @@ HEADS_TOTAL = 72
 #   (~4.6e-4, fixed, 50 warm-up updates for the fresh Adam state);
 # * no reopening (--reopen-until-epoch to enable it): in a fine-tune this short a
 #   reopened gate costs more recovery than it brings;
+# * --concentrator (PASSCONC) is on for epochs 3-5 only (--conc-epochs), as the reference
+#   switches it on late: on from the first update (all gates open, its weight at the cap
+#   500) it closed 60 of 72 gates within 50 updates, left 3 full modules (12 heads) and
+#   no module could reopen against it (K = 16 never reached in 8 epochs). From epoch 3
+#   it starts at the target and ends with epochs to settle (K = 16: 6 of 18 modules);
 # * --best-checkpoint-metric pass_loss: checkpoint_best.pt is the on-target checkpoint
 #   (binary gates, exactly K open) with the best validation loss, never an off-target one.
 PASS_DEFAULTS = dict(lambda_init=0.1, lambda_factor=2.0, gate_lr=0.2, shards=8, epochs=8, reopen_until_epoch=0,
-                     clip=10.0, lr=5e-4, warmup=50)
+                     clip=10.0, lr=5e-4, warmup=50, conc_epochs="3-5")
 
 STAGES = ("corpus", "base", "base eval", "PASS fine-tune", "PASS eval", "gates", "report")
 
@@ -344,7 +349,8 @@ def pass_command(args, base_ckpt):
     if args.max_update:
         cmd += ["--max-update", str(args.max_update)]
     if args.concentrator:
-        cmd += ["--pass-concentrator"]
+        first, last = args.conc_epochs
+        cmd += ["--pass-concentrator", "--pass-conc-start-epoch", str(first), "--pass-conc-end-epoch", str(last)]
     return cmd
 
 
@@ -514,6 +520,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--heads", type=int, default=24, metavar="K", help="heads to keep, of 72 (default 24)")
     p.add_argument("--concentrator", action="store_true", help="PASSCONC: pack the kept heads into few modules")
+    p.add_argument("--conc-epochs", default=PASS_DEFAULTS["conc_epochs"], metavar="A-B",
+                   help="with --concentrator: the epochs it is on, first-last (default %(default)s: after PASS"
+                        " alone has reached the target, with epochs left to settle)")
     p.add_argument("--shards", type=int, default=PASS_DEFAULTS["shards"],
                    help="the PASS fine-tune splits the training set into this many shards; one epoch is"
                         " one shard (default %(default)s: ~68 updates an epoch)")
@@ -545,6 +554,12 @@ def parse_args(argv=None):
         p.error(f"--heads must be between 1 and {HEADS_TOTAL}")
     if args.epochs < 1 or args.shards < 1:
         p.error("--epochs and --shards must be at least 1")
+    try:
+        args.conc_epochs = tuple(int(e) for e in args.conc_epochs.split("-"))
+        if len(args.conc_epochs) != 2 or not 1 <= args.conc_epochs[0] <= args.conc_epochs[1]:
+            raise ValueError
+    except ValueError:
+        p.error(f"--conc-epochs {args.conc_epochs}: give two epochs FIRST-LAST, e.g. 3-5")
     args.base_dir = os.path.join(args.workdir, "base")
     args.pass_dir = os.path.join(args.workdir, f"pass{'conc' if args.concentrator else ''}-k{args.heads}")
     return args
