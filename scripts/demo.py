@@ -554,12 +554,13 @@ def parse_args(argv=None):
         p.error(f"--heads must be between 1 and {HEADS_TOTAL}")
     if args.epochs < 1 or args.shards < 1:
         p.error("--epochs and --shards must be at least 1")
+    text = args.conc_epochs
     try:
-        args.conc_epochs = tuple(int(e) for e in args.conc_epochs.split("-"))
+        args.conc_epochs = tuple(int(e) for e in text.split("-"))
         if len(args.conc_epochs) != 2 or not 1 <= args.conc_epochs[0] <= args.conc_epochs[1]:
             raise ValueError
     except ValueError:
-        p.error(f"--conc-epochs {args.conc_epochs}: give two epochs FIRST-LAST, e.g. 3-5")
+        p.error(f"--conc-epochs {text}: give two epochs FIRST-LAST with FIRST <= LAST, e.g. 3-5")
     args.base_dir = os.path.join(args.workdir, "base")
     args.pass_dir = os.path.join(args.workdir, f"pass{'conc' if args.concentrator else ''}-k{args.heads}")
     return args
