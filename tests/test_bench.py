@@ -34,6 +34,7 @@ def test_bench_writes_table(gated_ckpt, tmp_path, capsys):
     assert int(rows["pruned K=8 packed"]["skipped_modules"]) == 4  # 24 heads, 6 modules of 4
     assert int(rows["no attention (all skipped)"]["skipped_modules"]) == 6
     assert float(rows["pruned K=8 topk"]["time_over_ideal"]) > 0
+    assert float(rows["pruned K=8 packed"]["ideal_attn_speedup"]) > 1
     unpruned, pruned = int(rows["unpruned (stock transformer)"]["params"]), int(rows["pruned K=8 topk"]["params"])
     assert unpruned - pruned == 16 * (3 * (32 * 8 + 8) + 32 * 8)  # 16 heads of d=8 removed
 
@@ -43,3 +44,25 @@ def test_bench_rejects_bad_k(gated_ckpt, tmp_path, capsys):
         bench.main([gated_ckpt, "--heads", "30", "--work-dir", str(tmp_path)])
     assert exc.value.code == 2
     assert "out of range" in capsys.readouterr().err
+
+
+def test_bench_rejects_data_without_the_split(gated_ckpt, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench.main([gated_ckpt, "--heads", "8", "--data", str(tmp_path), "--work-dir", str(tmp_path / "bench")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "no test split" in err and "--data" in err and "Traceback" not in err
+
+
+def test_attention_clock_times_cache_reorder_and_detaches(gated_ckpt):
+    from fairseq import checkpoint_utils
+
+    models, _, _ = checkpoint_utils.load_model_ensemble_and_task([gated_ckpt])
+    model = models[0].eval()
+    clock = bench.AttentionClock(model, bench.Timer(torch.device("cpu")))
+    name, module = bench.attention_modules(model)[-1]
+    state = {}
+    module.reorder_incremental_state(state, torch.arange(2))
+    assert clock.totals[name] > 0
+    clock.remove()
+    assert "reorder_incremental_state" not in vars(module)
