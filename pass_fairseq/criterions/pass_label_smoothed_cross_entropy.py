@@ -69,7 +69,9 @@ class PassLabelSmoothedCrossEntropyCriterionConfig(LabelSmoothedCrossEntropyCrit
     pass_conc_weight_cap: float = field(
         default=500.0, metadata={"help": "cap of the lower-bound lambda_c (the reference's 500)"})
     pass_conc_start_epoch: int = field(
-        default=1, metadata={"help": "first epoch with the concentrator on"})
+        default=1, metadata={"help": "first epoch with the concentrator on; in a short fine-tune without"
+                                     " reopening start it after PASS alone reaches the target (with all gates"
+                                     " open it can close whole modules for good; see the README's demo)"})
     pass_conc_end_epoch: Optional[int] = field(
         default=None, metadata={"help": "last epoch with the concentrator on (default: half of --max-epoch,"
                                         " so PASS alone settles the count afterwards; to the end without"

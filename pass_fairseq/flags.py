@@ -1,0 +1,53 @@
+"""Every ``--pass-*`` flag of the plugin with its help text.
+
+``fairseq-train --help`` prints its help at the first of its two parsing passes, before it
+adds the flags of the chosen model, task, criterion and optimizer, so the plugin's flags
+never show there. ``python scripts/pass_flags.py`` prints them, grouped by where they live.
+"""
+import argparse
+from typing import List, Optional
+
+from fairseq.dataclass.utils import gen_parser_from_dataclass
+
+from pass_fairseq.criterions.pass_label_smoothed_cross_entropy import PassLabelSmoothedCrossEntropyCriterionConfig
+from pass_fairseq.models.transformer_pass import TransformerPassModel
+from pass_fairseq.models.transformer_pass_pruned import TransformerPassPrunedModel
+from pass_fairseq.optim.pass_adam import PassAdamConfig
+from pass_fairseq.tasks.translation_pass import TranslationPassConfig
+
+
+def _plugin_actions(add) -> List[argparse.Action]:
+    """The ``--pass-*`` options that ``add(parser)`` puts on a fresh parser."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add(parser)
+    return [a for a in parser._actions if any(s.startswith("--pass-") for s in a.option_strings)]
+
+
+SOURCES = [
+    ("model --arch transformer_pass / transformer_pass_iwslt", TransformerPassModel.add_args),
+    ("model --arch transformer_pass_pruned (written by scripts/prune_checkpoint.py)",
+     TransformerPassPrunedModel.add_args),
+    ("task --task translation_pass", lambda p: gen_parser_from_dataclass(p, TranslationPassConfig())),
+    ("criterion --criterion pass_label_smoothed_cross_entropy",
+     lambda p: gen_parser_from_dataclass(p, PassLabelSmoothedCrossEntropyCriterionConfig())),
+    ("optimizer --optimizer pass_adam", lambda p: gen_parser_from_dataclass(p, PassAdamConfig())),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A parser whose help lists the plugin's flags, one group per component."""
+    parser = argparse.ArgumentParser(prog="pass_flags.py", description=__doc__.split("\n\n")[0])
+    for title, add in SOURCES:
+        group = parser.add_argument_group(title)
+        for action in _plugin_actions(add):
+            if action.default not in (None, False, argparse.SUPPRESS) and "default" not in (action.help or ""):
+                action.help = f"{action.help} (default: {action.default})"
+            group._add_action(action)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    parser.parse_args(argv)  # --help prints and exits; nothing else is accepted
+    parser.print_help()
+    return 0
