@@ -213,11 +213,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     from fairseq import checkpoint_utils
     from fairseq.sequence_generator import SequenceGenerator
 
+    from fairseq.dataclass.configs import GenerationConfig
+
+    generation_cfg = argparse.Namespace(generation=GenerationConfig(beam=args.beam))
     loaded = []
     task = None
     for label, kind, path, kept in variants:
         models, _, t = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides={"data": data})
         model = models[0].eval().to(device)
+        model.prepare_for_inference_(generation_cfg)  # as fairseq-generate does: no unused attention weights
         task = task or t
         loaded.append(dict(label=label, kind=kind, path=path, kept=kept, model=model))
     batches, n_sent = make_batches(task, args.subset, args.sentences, args.batch_size, device)
