@@ -44,8 +44,8 @@ class HardConcrete(nn.Module):
         gamma: float = -0.1,
         zeta: float = 1.1,
         init: Union[str, float] = "xavier",
-        clip_min: float = -5.0,
-        clip_max: float = 5.0,
+        clip_min: float = -10.0,
+        clip_max: float = 10.0,
         eps: float = 1e-6,
     ):
         super().__init__()

@@ -51,7 +51,7 @@ HEADS_TOTAL = 72
 # * short epochs: the training set is split into --shards 8 shards and fairseq reads one
 #   shard per epoch, so an epoch is ~68 updates and the epoch-start schedule (lambda x2
 #   while off target) runs 7 times in one pass instead of never;
-# * --clip 10 instead of 5: a clipped gate has q0 (or q1) = sigmoid(clip - 0.79), 0.985
+# * --clip 10 (the plugin's default) instead of the reference's 5: a clipped gate has q0 (or q1) = sigmoid(clip - 0.79), 0.985
 #   at 5, so 48 closed gates leave |N-K - sum q0| a deficit of 0.7 which one gate fills
 #   by sitting at log_alpha ~ -1.5 (deterministic z ~ 0.2): a stable kink of the
 #   regulariser that no lambda removes (seen: 23 open + 1 non-binary from lambda 0.1 to

@@ -66,7 +66,8 @@ def _push_gates_up(model, optimizer):
 
 
 def test_clamp_and_reopen_through_fp16_master_copies(toy_data):
-    task, cfg, model = _task_and_cfg(toy_data, "--fp16", "--fp16-no-flatten-grads")
+    task, cfg, model = _task_and_cfg(toy_data, "--fp16", "--fp16-no-flatten-grads",
+                                     "--pass-clip-min", "-5", "--pass-clip-max", "5")
     model = model.half()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = FP16Optimizer.build_optimizer(cfg, params)

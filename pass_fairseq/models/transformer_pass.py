@@ -38,10 +38,11 @@ class TransformerPassModel(TransformerModel):
                                  " transformer fine-tuned with --finetune-from-model (default 3.0: open, so"
                                  " the model starts as the stock one)")
         parser.add_argument("--pass-clip-min", type=float, metavar="A",
-                            help="lower bound log_alpha is clamped to after every update (default -5)")
+                            help="lower bound log_alpha is clamped to after every update (default -10; the reference's -5"
+                                 " leaves a closed gate q0 = 0.985, which can keep one gate non-binary)")
         parser.add_argument("--pass-clip-max", type=float, metavar="A",
                             help="upper bound log_alpha is clamped to after every update, and the value a"
-                                 " reopened gate is reset to (default 5)")
+                                 " reopened gate is reset to (default 10; the reference's is 5)")
         parser.add_argument("--pass-gate-noise", choices=["batch", "example"],
                             help="draw one training gate sample per head and batch (the reference's) or"
                                  " per head and example (default batch)")
@@ -93,7 +94,7 @@ def _parse_init(value):
 def pass_gate_defaults(args):
     args.pass_beta = getattr(args, "pass_beta", None) or 0.33
     args.pass_gate_init = getattr(args, "pass_gate_init", None) or "xavier"
-    for key, default in (("pass_missing_gate_init", 3.0), ("pass_clip_min", -5.0), ("pass_clip_max", 5.0)):
+    for key, default in (("pass_missing_gate_init", 3.0), ("pass_clip_min", -10.0), ("pass_clip_max", 10.0)):
         if getattr(args, key, None) is None:
             setattr(args, key, default)
     args.pass_gate_noise = getattr(args, "pass_gate_noise", None) or "batch"
