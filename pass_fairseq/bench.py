@@ -184,7 +184,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not 1 <= k <= total:
             fail(f"--heads: K={k} is out of range: the model has {total} heads, give 1..{total}")
     data = args.data or _cfg_get(state["cfg"]["task"], "data")
-    first = str(data).split(os.pathsep)[0]
+    from fairseq import utils
+
+    first = utils.split_paths(str(data))[0]  # fairseq reads test data from the first folder
     if not os.path.isdir(first) or not any(f.startswith(args.subset + ".") and f.endswith(".idx")
                                            for f in os.listdir(first)):
         fail(f"no {args.subset} split in {data}: give the data-bin directory that has it with --data DIR")
@@ -308,8 +310,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 COLUMNS = [
     ("model", "model"), ("kept_heads", "heads"), ("skipped_modules", "skipped modules"), ("params", "params"),
     ("file_MB", "file MB"), ("sent_per_s", "sent/s"), ("tok_per_s", "tok/s"), ("speedup", "speed-up"),
-    ("attn_speedup", "attention speed-up"), ("attn_share", "attention share"), ("ideal_attn_speedup", "ideal attention speed-up"),
-    ("ideal_speedup", "ideal speed-up"),
+    ("attn_speedup", "attention speed-up"), ("attn_share", "attention share"),
+    ("ideal_attn_speedup", "ideal attention speed-up"), ("ideal_speedup", "ideal speed-up"),
     ("time_over_ideal", "time / ideal"),
 ]
 

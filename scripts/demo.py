@@ -51,12 +51,13 @@ HEADS_TOTAL = 72
 # * short epochs: the training set is split into --shards 8 shards and fairseq reads one
 #   shard per epoch, so an epoch is ~68 updates and the epoch-start schedule (lambda x2
 #   while off target) runs 7 times in one pass instead of never;
-# * --clip 10 (the plugin's default) instead of the reference's 5: a clipped gate has q0 (or q1) = sigmoid(clip - 0.79), 0.985
-#   at 5, so 48 closed gates leave |N-K - sum q0| a deficit of 0.7 which one gate fills
-#   by sitting at log_alpha ~ -1.5 (deterministic z ~ 0.2): a stable kink of the
-#   regulariser that no lambda removes (seen: 23 open + 1 non-binary from lambda 0.1 to
-#   6.4). At 10 the deficit (0.005) is filled only by a gate deep in the open or closed
-#   zone, so the gates end binary with exactly K open;
+# * --clip 10 (the plugin's default) instead of the reference's 5: a clipped gate has
+#   q0 (or q1) = sigmoid(clip - 0.79), 0.985 at 5, so 48 closed gates leave
+#   |N-K - sum q0| a deficit of 0.7 which one gate fills by sitting at log_alpha ~ -1.5
+#   (deterministic z ~ 0.2): a stable kink of the regulariser that no lambda removes
+#   (seen: 23 open + 1 non-binary from lambda 0.1 to 6.4). At 10 the deficit (0.005)
+#   is filled only by a gate deep in the open or closed zone, so the gates end binary
+#   with exactly K open;
 # * gates start open (log_alpha 3, --pass-missing-gate-init: the base model unchanged)
 #   and move ~--pass-gate-lr (0.2) per update under Adam: on target within 3 epochs
 #   (~200 updates); the rest retrains the kept heads at the base's final learning rate
@@ -283,10 +284,10 @@ def build_shards(args):
     folders, and valid data and dictionaries from the first. Returns the data argument."""
     src = os.path.join(args.corpus, "data-bin")
     out = os.path.join(args.workdir, f"shards{args.shards}")
-    dirs = [os.path.join(out, f"shard{i}") for i in range(args.shards)]
-    data_arg = ":".join(dirs)
     if args.shards == 1:
         return src
+    dirs = [os.path.join(out, f"shard{i}") for i in range(args.shards)]
+    data_arg = ":".join(dirs)
     files = sorted(f for f in os.listdir(src) if f.startswith(("train.", "valid.", "dict.")))
     stamp = {f: os.path.getsize(os.path.join(src, f)) for f in files}
     marker = os.path.join(out, "demo-shards.json")
@@ -313,8 +314,8 @@ def build_shards(args):
             order = np.random.RandomState(args.seed).permutation(len(data))
             assign = np.empty(len(data), dtype=np.int64)
             assign[order] = np.arange(len(data)) % args.shards
-        vocab = sum(1 for _ in open(os.path.join(src, "dict." + prefix.rsplit(".", 1)[1] + ".txt"),
-                                    encoding="utf-8")) + 4
+        with open(os.path.join(src, "dict." + prefix.rsplit(".", 1)[1] + ".txt"), encoding="utf-8") as f:
+            vocab = sum(1 for _ in f) + 4
         for i, d in enumerate(dirs):
             target = os.path.join(d, prefix)
             builder = indexed_dataset.make_builder(indexed_dataset.data_file_path(target), "mmap", vocab_size=vocab)

@@ -6,14 +6,15 @@ from fairseq import options
 from pass_fairseq import flags
 
 
-def test_every_training_pass_flag_is_listed_with_help(tmp_path):
+def test_every_training_pass_flag_is_listed_with_help():
     # the flags fairseq-train really adds for the plugin's components
     parser = options.get_training_parser()
     args = ["data", "--task", "translation_pass", "--arch", "transformer_pass_iwslt",
             "--criterion", "pass_label_smoothed_cross_entropy", "--optimizer", "pass_adam", "--pass-target-heads", "4"]
     options.parse_args_and_arch(parser, args)
     trained = {s for a in parser._actions for s in a.option_strings if s.startswith("--pass-")}
-    listed = {a.option_strings[0]: a for a in flags.build_parser()._actions if a.option_strings[0].startswith("--pass-")}
+    listed = {a.option_strings[0]: a for a in flags.build_parser()._actions
+              if a.option_strings[0].startswith("--pass-")}
     assert trained and trained <= set(listed)
     assert "--pass-pruned-heads" in listed
     for name, action in listed.items():

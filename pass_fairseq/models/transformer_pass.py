@@ -38,8 +38,9 @@ class TransformerPassModel(TransformerModel):
                                  " transformer fine-tuned with --finetune-from-model (default 3.0: open, so"
                                  " the model starts as the stock one)")
         parser.add_argument("--pass-clip-min", type=float, metavar="A",
-                            help="lower bound log_alpha is clamped to after every update (default -10; the reference's -5"
-                                 " leaves a closed gate q0 = 0.985, which can keep one gate non-binary)")
+                            help="lower bound log_alpha is clamped to after every update (default -10; the"
+                                 " reference's -5 leaves a closed gate q0 = 0.985, which can keep one gate"
+                                 " non-binary)")
         parser.add_argument("--pass-clip-max", type=float, metavar="A",
                             help="upper bound log_alpha is clamped to after every update, and the value a"
                                  " reopened gate is reset to (default 10; the reference's is 5)")
