@@ -10,5 +10,13 @@ setup(
     python_requires=">=3.9",
     # fairseq is installed separately (ve-fairseq==0.12.3 with --no-deps): see requirements.txt
     install_requires=["torch", "sacrebleu"],
+    # the plugin's commands, installed the way fairseq installs fairseq-train & co.
+    entry_points={
+        "console_scripts": [
+            "pass-prune-checkpoint = pass_fairseq.cli.prune_checkpoint:main",
+            "pass-inspect-gates = pass_fairseq.cli.inspect_gates:main",
+            "pass-flags = pass_fairseq.cli.pass_flags:main",
+        ],
+    },
     license="MIT",
 )

@@ -5,13 +5,17 @@ architectures, the ``transformer_pass_pruned`` model of converted checkpoints, t
 ``pass_label_smoothed_cross_entropy`` criterion, the ``translation_pass`` task and the
 ``pass_adam`` optimizer.
 """
-import argparse
+import logging
 
-import torch
+# fairseq's text_to_speech task logs "Please install tensorboardX" at import (and calls
+# logging.basicConfig): keep that line out of every command that imports the plugin.
+logging.getLogger("fairseq.tasks.text_to_speech").setLevel(logging.WARNING)
+
+from pass_fairseq.checkpoints import allow_checkpoint_globals  # noqa: E402
 
 # torch >= 2.6 loads checkpoints with weights_only=True; fairseq checkpoints carry an
 # argparse.Namespace (their model config), which must be allowed explicitly.
-torch.serialization.add_safe_globals([argparse.Namespace])
+allow_checkpoint_globals()
 
 from pass_fairseq.optim import pass_adam  # noqa: E402,F401
 from pass_fairseq.models import transformer_pass  # noqa: E402,F401

@@ -33,7 +33,7 @@ from typing import Dict, List, Optional
 import torch
 
 from pass_fairseq.errors import fail
-from pass_fairseq.prune_checkpoint import convert, load_checkpoint, save_atomic
+from pass_fairseq.checkpoints import convert, load_checkpoint, save_atomic
 from pass_fairseq.pruning import PruningError, gated_modules, packed_selection, select_heads
 
 logger = logging.getLogger("pass_fairseq.bench")

@@ -20,11 +20,22 @@ With location ``log_alpha``, temperature ``beta`` and stretch limits ``gamma < 0
       pnb = P(0 < z < 1) = 1 - q0 - q1
 """
 import math
-from typing import Optional, Sequence, Union
+from typing import List, NamedTuple, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
+#: Hard Concrete stretch limits and temperature (Louizos et al. 2018; the reference's values).
+GAMMA, ZETA, BETA = -0.1, 1.1, 0.33
+#: default clip bounds of log_alpha (the reference clips to [-5, 5]; docs/method.md, "Clipping")
+CLIP_MIN, CLIP_MAX = -10.0, 10.0
+#: log_alpha of a gate missing from a loaded stock checkpoint: deterministic gate 1 (open)
+MISSING_GATE_INIT = 3.0
+#: a head is *kept* at test time when its deterministic gate exceeds this (docs/method.md, "Test time")
+KEPT_THRESHOLD = 0.5
+#: state-dict suffixes of a gate's entries, after its attention module's prefix
+GATE_KEY = ".gate.log_alpha"
+REOPEN_KEY = ".gate.reopen_pending"
 #: Tag read by the ``pass_adam`` optimizer (and kept by fairseq's fp16 master copies).
 GATE_PARAM_GROUP = "pass_gate"
 
@@ -40,12 +51,12 @@ class HardConcrete(nn.Module):
     def __init__(
         self,
         num_gates: int,
-        beta: float = 0.33,
-        gamma: float = -0.1,
-        zeta: float = 1.1,
+        beta: float = BETA,
+        gamma: float = GAMMA,
+        zeta: float = ZETA,
         init: Union[str, float] = "xavier",
-        clip_min: float = -10.0,
-        clip_max: float = 10.0,
+        clip_min: float = CLIP_MIN,
+        clip_max: float = CLIP_MAX,
         eps: float = 1e-6,
     ):
         super().__init__()
@@ -94,9 +105,9 @@ class HardConcrete(nn.Module):
 
     # ---- gate values --------------------------------------------------------------
     def deterministic(self) -> torch.Tensor:
-        """Evaluation gate: clamp(sigmoid(log_alpha) (zeta - gamma) + gamma, 0, 1)."""
-        z = deterministic_gates(self.log_alpha, self.gamma, self.zeta)
-        return z.to(self.log_alpha.dtype)
+        """Evaluation gate: clamp(sigmoid(log_alpha) (zeta - gamma) + gamma, 0, 1), in float32
+        whatever the model's dtype (the forward pass casts it where it multiplies)."""
+        return deterministic_gates(self.log_alpha, self.gamma, self.zeta)
 
     def sample(self, batch_shape: Sequence[int] = ()) -> torch.Tensor:
         """Stochastic gate of shape ``(*batch_shape, num_gates)`` (reparameterised)."""
@@ -126,7 +137,46 @@ class HardConcrete(nn.Module):
         )
 
 
-def deterministic_gates(log_alpha: torch.Tensor, gamma: float = -0.1, zeta: float = 1.1) -> torch.Tensor:
-    """The evaluation gate for a bare ``log_alpha`` tensor (as read from a checkpoint)."""
+def deterministic_gates(log_alpha: torch.Tensor, gamma: float = GAMMA, zeta: float = ZETA) -> torch.Tensor:
+    """The evaluation gate for a bare ``log_alpha`` tensor (as read from a checkpoint), float32."""
     s = torch.sigmoid(log_alpha.float())
     return (s * (zeta - gamma) + gamma).clamp(0.0, 1.0)
+
+
+class GateCounts(NamedTuple):
+    """Deterministic gates of every module (float32) and their counts as 0-d tensors, so
+    that the training loop can log them without a host sync. A head is *open* when z == 1,
+    *closed* when z == 0, *non-binary* otherwise, *kept* when z > KEPT_THRESHOLD; a module is
+    *active* when one of its gates is non-zero."""
+
+    gates: List[torch.Tensor]
+    open: torch.Tensor
+    closed: torch.Tensor
+    nonbinary: torch.Tensor
+    kept: torch.Tensor
+    modules_active: torch.Tensor
+
+    @property
+    def total(self) -> int:
+        return sum(int(z.numel()) for z in self.gates)
+
+    def on_target(self, target_heads: Optional[int]) -> torch.Tensor:
+        """Binary gates with exactly ``target_heads`` open (any count when None), as a bool tensor."""
+        binary = self.nonbinary == 0
+        return binary if target_heads is None else binary & (self.open == target_heads)
+
+    def as_ints(self) -> dict:
+        """The counts as Python ints (one host sync)."""
+        values = torch.stack([self.open, self.closed, self.nonbinary, self.kept, self.modules_active]).tolist()
+        return dict(zip(("open", "closed", "nonbinary", "kept", "modules_active"), values), total=self.total)
+
+
+def count_gates(log_alphas: Sequence[torch.Tensor], gamma: float = GAMMA, zeta: float = ZETA) -> GateCounts:
+    """The one place that turns log_alphas (one tensor per module) into deterministic gates
+    and counts; computed in float32 whatever the model's dtype, so the training run, the
+    gate report and the checkpoint converter always agree."""
+    zs = [deterministic_gates(la.detach(), gamma, zeta) for la in log_alphas]
+    z = torch.cat(zs)
+    opened, closed = (z == 1).sum(), (z == 0).sum()
+    active = torch.stack([(zm > 0).any() for zm in zs]).sum()
+    return GateCounts(zs, opened, closed, z.numel() - opened - closed, (z > KEPT_THRESHOLD).sum(), active)

@@ -17,11 +17,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from pass_fairseq.gates import deterministic_gates
+from pass_fairseq.gates import GAMMA, GATE_KEY, KEPT_THRESHOLD, REOPEN_KEY, ZETA, count_gates, deterministic_gates
 
-GATE_KEY = ".gate.log_alpha"
 #: per-module entries of the gated module that a pruned or stock module does not have
-GATE_ONLY_SUFFIXES = (".gate.log_alpha", ".gate.reopen_pending", ".conf_mean", ".conf_count")
+GATE_ONLY_SUFFIXES = (GATE_KEY, REOPEN_KEY, ".conf_mean", ".conf_count")
 #: model-level buffers of ``transformer_pass`` (schedule state)
 MODEL_ONLY_KEYS = ("pass_epoch", "pass_lambda_steps")
 PROJECTIONS = ("q_proj", "k_proj", "v_proj")
@@ -36,31 +35,28 @@ def gated_modules(state_dict: Dict[str, Tensor]) -> List[str]:
     return [k[: -len(GATE_KEY)] for k in state_dict if k.endswith(GATE_KEY)]
 
 
-def gate_values(log_alphas: Sequence[Tensor], gamma: float = -0.1, zeta: float = 1.1) -> List[Tensor]:
-    """Deterministic (eval) gates of each module, float32."""
-    return [deterministic_gates(la.detach().cpu(), gamma, zeta) for la in log_alphas]
-
-
 def select_heads(
     log_alphas: Sequence[Tensor],
     heads: Optional[int] = None,
     threshold: Optional[float] = None,
-    gamma: float = -0.1,
-    zeta: float = 1.1,
+    gamma: float = GAMMA,
+    zeta: float = ZETA,
 ) -> List[List[int]]:
     """Kept head indices of each module (sorted), from the modules' ``log_alpha``.
 
     * ``heads=K``: the K largest log_alpha over all modules (open gates all read z = 1, so
       z cannot rank them); ties go to the earlier module, then the lower head;
     * ``threshold=T``: the heads whose eval gate z > T;
-    * neither: the open heads (z == 1); refused if some gate is strictly between 0 and 1.
+    * neither: the kept heads (z > 0.5, the one definition of "kept", see
+      :func:`pass_fairseq.gates.count_gates`); refused if some gate is strictly between 0
+      and 1, so that pruning leaves the model's outputs exactly as they are.
     """
     if heads is not None and threshold is not None:
         raise PruningError("--heads and --threshold exclude each other: give at most one")
     if not log_alphas:
         raise PruningError("no gated attention module: give a checkpoint trained with a transformer_pass architecture")
-    total = sum(int(la.numel()) for la in log_alphas)
-    zs = gate_values(log_alphas, gamma, zeta)
+    counts = count_gates([la.cpu() for la in log_alphas], gamma, zeta)
+    total, zs = counts.total, counts.gates
     if heads is not None:
         if not 1 <= heads <= total:
             raise PruningError(f"--heads {heads} is out of range: the model has {total} heads, give 1..{total}")
@@ -75,11 +71,11 @@ def select_heads(
         if not 0.0 <= threshold < 1.0:
             raise PruningError(f"--threshold {threshold} is out of range: give 0 <= T < 1 (heads with z > T are kept)")
         return [[h for h, v in enumerate(z.tolist()) if v > threshold] for z in zs]
-    nonbinary = sum(int(((z > 0) & (z < 1)).sum()) for z in zs)
+    nonbinary = int(counts.nonbinary)
     if nonbinary:
         raise PruningError(
             f"{nonbinary} of {total} gates are neither 0 nor 1: say what to keep with --heads K or --threshold T")
-    return [[h for h, v in enumerate(z.tolist()) if v == 1.0] for z in zs]
+    return [[h for h, v in enumerate(z.tolist()) if v > KEPT_THRESHOLD] for z in zs]
 
 
 def head_columns(kept: Sequence[int], head_dim: int) -> Tensor:
@@ -103,8 +99,8 @@ def fold_module(
     prefix: str,
     kept: Sequence[int],
     physical: bool,
-    gamma: float = -0.1,
-    zeta: float = 1.1,
+    gamma: float = GAMMA,
+    zeta: float = ZETA,
 ) -> Dict[str, Tensor]:
     """New entries for one gated module with the gates folded into out_proj.
 
@@ -147,8 +143,8 @@ def prune_state_dict(
     state_dict: Dict[str, Tensor],
     kept: Dict[str, Sequence[int]],
     physical: bool,
-    gamma: float = -0.1,
-    zeta: float = 1.1,
+    gamma: float = GAMMA,
+    zeta: float = ZETA,
 ) -> Dict[str, Tensor]:
     """The whole model's state dict with every gated module folded (see :func:`fold_module`)
     and every gate-only entry and schedule buffer dropped; other entries are kept as they are."""

@@ -1,9 +1,9 @@
-"""scripts/pass_flags.py lists every --pass-* flag of the plugin, each with help."""
+"""pass-flags lists every --pass-* flag of the plugin, each with help."""
 import argparse
 
 from fairseq import options
 
-from pass_fairseq import flags
+from pass_fairseq.cli import pass_flags as flags
 
 
 def test_every_training_pass_flag_is_listed_with_help():

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 import torch
 
-from pass_fairseq import prune_checkpoint as pc
+from pass_fairseq.cli import prune_checkpoint as pc
 from pass_fairseq.models.transformer_pass_pruned import PrunedMultiheadAttention
 from pass_fairseq.pruning import (PruningError, packed_selection, removed_parameter_count,
                                   select_heads)

@@ -1,6 +1,6 @@
 """``transformer_pass_pruned``: a Transformer whose pruned attention heads are physically gone.
 
-Written by ``scripts/prune_checkpoint.py --format pruned``. The kept heads of every
+Written by ``pass-prune-checkpoint --format pruned``. The kept heads of every
 attention module live in the model config (``pass_pruned_heads``, JSON: module name ->
 original head indices), so fairseq rebuilds the right shapes before loading the weights.
 A module left with no head is skipped: it returns its out_proj bias, the constant the
@@ -147,7 +147,7 @@ def parse_pruned_heads(text) -> Dict[str, List[int]]:
         return {str(name): [int(h) for h in kept] for name, kept in heads.items()}
     except (TypeError, ValueError):
         fail("pass_pruned_heads must be a JSON object mapping attention modules to head lists;"
-             " write checkpoints with scripts/prune_checkpoint.py")
+             " write checkpoints with pass-prune-checkpoint")
 
 
 @register_model("transformer_pass_pruned")
@@ -159,13 +159,13 @@ class TransformerPassPrunedModel(TransformerModel):
         super().add_args(parser)
         parser.add_argument("--pass-pruned-heads", metavar="JSON",
                             help="kept heads of every attention module, as written by"
-                                 " scripts/prune_checkpoint.py (JSON: module name -> original head indices)")
+                                 " pass-prune-checkpoint (JSON: module name -> original head indices)")
 
     @classmethod
     def build_model(cls, args, task):
         if not getattr(args, "pass_pruned_heads", None):
             fail("transformer_pass_pruned needs pass_pruned_heads in its config;"
-                 " make the checkpoint with scripts/prune_checkpoint.py --format pruned")
+                 " make the checkpoint with pass-prune-checkpoint --format pruned")
         kept = parse_pruned_heads(args.pass_pruned_heads)
         model = super().build_model(args, task)
         model.prune_attention_modules(kept)

@@ -1,26 +1,32 @@
-"""Turn a gated (``transformer_pass``) checkpoint into a deployable one.
+"""Checkpoint I/O, in one place: loading (with the safe globals set explicitly), atomic
+saving, and conversion of a gated (``transformer_pass``) checkpoint into a deployable one.
 
-``--format pruned`` (default): pruned heads physically removed, model
-``transformer_pass_pruned`` (needs ``--user-dir pass_fairseq`` to load).
-``--format stock``: dense ``transformer`` checkpoint with the eval gates folded into
-out_proj, loadable by stock fairseq without the plugin.
+Conversion, :func:`convert` (the CLI is ``pass-prune-checkpoint``):
 
-Both drop the gates, the PASS schedule buffers and the optimizer state. The entry point is
-``scripts/prune_checkpoint.py``; :func:`convert` is the in-memory part.
+* ``pruned`` (default): pruned heads physically removed, model ``transformer_pass_pruned``
+  (needs ``--user-dir pass_fairseq`` to load), its kept heads recorded in the model config;
+* ``stock``: dense ``transformer`` checkpoint with the eval gates folded into out_proj,
+  loadable by stock fairseq without the plugin.
+
+Both drop the gates, the PASS schedule buffers and the optimizer state.
 """
 import argparse
 import copy
 import dataclasses
+import importlib
 import json
 import os
-import sys
 import tempfile
 from typing import Dict, List, Optional
 
 import torch
 
 from pass_fairseq.errors import fail
+from pass_fairseq.gates import GATE_KEY
 from pass_fairseq.pruning import PruningError, gated_modules, prune_state_dict, select_heads
+
+#: classes a fairseq checkpoint pickles besides tensors: its model config is an argparse.Namespace
+SAFE_GLOBALS = [argparse.Namespace]
 
 STOCK_MODEL = "transformer"
 PRUNED_MODEL = "transformer_pass_pruned"
@@ -33,17 +39,27 @@ STOCK_NAMES = {
 }
 
 
-def load_checkpoint(path: str) -> dict:
-    """``torch.load`` with weights_only (fairseq's Namespace is allowed by the plugin)."""
-    import pass_fairseq  # noqa: F401  (allows argparse.Namespace for weights_only loads)
+def allow_checkpoint_globals() -> None:
+    """Let every ``torch.load(weights_only=True)`` of this process (fairseq's own included:
+    torch >= 2.6 defaults to it) read fairseq checkpoints. Called when the plugin is imported."""
+    torch.serialization.add_safe_globals(SAFE_GLOBALS)
 
+
+def load_checkpoint(path: str) -> dict:
+    """A fairseq checkpoint as a dict, on CPU, read with ``weights_only`` and
+    :data:`SAFE_GLOBALS`; one-line error (exit 2) when it is missing, unreadable or has no
+    ``model`` state dict."""
+    allow_checkpoint_globals()  # a set: adding twice is harmless (torch's safe_globals() context would undo it)
     try:
         with open(path, "rb") as f:
-            return torch.load(f, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
+            state = torch.load(f, map_location="cpu", weights_only=True)
+    except (FileNotFoundError, IsADirectoryError):
         fail(f"{path}: no such checkpoint")
     except Exception as e:  # noqa: BLE001  (unpickling errors come in many types)
         fail(f"{path}: cannot read it as a fairseq checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})")
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        fail(f"{path} is not a fairseq checkpoint (no 'model' state dict)")
+    return state
 
 
 def kept_heads(model_state: Dict[str, torch.Tensor], heads: Optional[int], threshold: Optional[float]) -> Dict[str, List[int]]:
@@ -52,7 +68,7 @@ def kept_heads(model_state: Dict[str, torch.Tensor], heads: Optional[int], thres
     if not prefixes:
         raise PruningError("no gates in this checkpoint (no '*.gate.log_alpha'): give one trained with a"
                            " transformer_pass architecture")
-    kept = select_heads([model_state[p + ".gate.log_alpha"] for p in prefixes], heads=heads, threshold=threshold)
+    kept = select_heads([model_state[p + GATE_KEY] for p in prefixes], heads=heads, threshold=threshold)
     return dict(zip(prefixes, kept))
 
 
@@ -67,8 +83,6 @@ def _as_dict(cfg_part) -> dict:
 def _stock_component(part: dict, kind: str) -> dict:
     """A stock component config: stock ``_name``, only the stock dataclass's fields."""
     name, module, cls = STOCK_NAMES[kind]
-    import importlib
-
     fields = {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), cls))}
     out = {k: v for k, v in part.items() if k in fields}
     out["_name"] = name
@@ -161,44 +175,3 @@ def save_atomic(obj, path: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="prune_checkpoint.py",
-        description="Prune the heads of a transformer_pass checkpoint: physically (--format pruned,"
-                    " loads with --user-dir pass_fairseq) or folded into a dense stock fairseq"
-                    " transformer (--format stock).")
-    p.add_argument("input", metavar="IN.pt", help="checkpoint trained with a transformer_pass architecture")
-    p.add_argument("output", metavar="OUT.pt", help="where to write the result (never IN)")
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--heads", type=int, metavar="K",
-                       help="keep the K heads with the largest log_alpha (ties: module order, then head)")
-    which.add_argument("--threshold", type=float, metavar="T", help="keep the heads whose eval gate z > T")
-    p.add_argument("--format", choices=["pruned", "stock"], default="pruned",
-                   help="pruned: heads removed (default); stock: dense, gates folded, no plugin needed")
-    return p
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
-    parser.error = lambda message: fail(message)  # one line, exit 2
-    args = parser.parse_args(argv)
-    if os.path.exists(args.output) and os.path.exists(args.input) and os.path.samefile(args.input, args.output) \
-            or os.path.abspath(args.input) == os.path.abspath(args.output):
-        fail("OUT is IN: write the pruned checkpoint to another file")
-    if not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
-        fail(f"{args.output}: its directory does not exist")
-    state = load_checkpoint(args.input)
-    try:
-        new = convert(state, heads=args.heads, threshold=args.threshold, fmt=args.format)
-    except PruningError as e:
-        fail(str(e))
-    save_atomic(new, args.output)
-    kept = new["pass_pruned_heads"]
-    total = sum(len(v) for v in kept.values())
-    skipped = sum(1 for v in kept.values() if not v)
-    n_heads = sum(state["model"][p + ".gate.log_alpha"].numel() for p in kept)
-    print(f"pass_fairseq: wrote {args.output} ({args.format}): {total} of {n_heads} heads kept,"
-          f" {skipped} of {len(kept)} attention modules skipped", file=sys.stderr)
-    return 0

@@ -2,13 +2,14 @@
 
 ``fairseq-train --help`` prints its help at the first of its two parsing passes, before it
 adds the flags of the chosen model, task, criterion and optimizer, so the plugin's flags
-never show there. ``python scripts/pass_flags.py`` prints them, grouped by where they live.
+never show there. ``pass-flags`` prints them, grouped by where they live.
 """
 import argparse
 from typing import List, Optional
 
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 
+from pass_fairseq.cli import quiet_fairseq_logging
 from pass_fairseq.criterions.pass_label_smoothed_cross_entropy import PassLabelSmoothedCrossEntropyCriterionConfig
 from pass_fairseq.models.transformer_pass import TransformerPassModel
 from pass_fairseq.models.transformer_pass_pruned import TransformerPassPrunedModel
@@ -25,7 +26,7 @@ def _plugin_actions(add) -> List[argparse.Action]:
 
 SOURCES = [
     ("model --arch transformer_pass / transformer_pass_iwslt", TransformerPassModel.add_args),
-    ("model --arch transformer_pass_pruned (written by scripts/prune_checkpoint.py)",
+    ("model --arch transformer_pass_pruned (written by pass-prune-checkpoint)",
      TransformerPassPrunedModel.add_args),
     ("task --task translation_pass", lambda p: gen_parser_from_dataclass(p, TranslationPassConfig())),
     ("criterion --criterion pass_label_smoothed_cross_entropy",
@@ -36,7 +37,7 @@ SOURCES = [
 
 def build_parser() -> argparse.ArgumentParser:
     """A parser whose help lists the plugin's flags, one group per component."""
-    parser = argparse.ArgumentParser(prog="pass_flags.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="pass-flags", description=__doc__.split("\n\n")[0])
     for title, add in SOURCES:
         group = parser.add_argument_group(title)
         for action in _plugin_actions(add):
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    quiet_fairseq_logging()
     parser = build_parser()
     parser.parse_args(argv)  # --help prints and exits; nothing else is accepted
     parser.print_help()

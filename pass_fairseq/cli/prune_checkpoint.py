@@ -1,0 +1,54 @@
+"""``pass-prune-checkpoint IN.pt OUT.pt [--heads K | --threshold T] [--format pruned|stock]``:
+prune the heads of a gated checkpoint (see :mod:`pass_fairseq.checkpoints`)."""
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+from pass_fairseq.checkpoints import convert, load_checkpoint, save_atomic
+from pass_fairseq.cli import quiet_fairseq_logging
+from pass_fairseq.errors import fail
+from pass_fairseq.gates import GATE_KEY
+from pass_fairseq.pruning import PruningError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pass-prune-checkpoint",
+        description="Prune the heads of a transformer_pass checkpoint: physically (--format pruned,"
+                    " loads with --user-dir pass_fairseq) or folded into a dense stock fairseq"
+                    " transformer (--format stock).")
+    p.add_argument("input", metavar="IN.pt", help="checkpoint trained with a transformer_pass architecture")
+    p.add_argument("output", metavar="OUT.pt", help="where to write the result (never IN)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--heads", type=int, metavar="K",
+                       help="keep the K heads with the largest log_alpha (ties: module order, then head)")
+    which.add_argument("--threshold", type=float, metavar="T", help="keep the heads whose eval gate z > T")
+    p.add_argument("--format", choices=["pruned", "stock"], default="pruned",
+                   help="pruned: heads removed (default); stock: dense, gates folded, no plugin needed")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    quiet_fairseq_logging()
+    parser = build_parser()
+    parser.error = lambda message: fail(message)  # one line, exit 2
+    args = parser.parse_args(argv)
+    if os.path.exists(args.output) and os.path.exists(args.input) and os.path.samefile(args.input, args.output) \
+            or os.path.abspath(args.input) == os.path.abspath(args.output):
+        fail("OUT is IN: write the pruned checkpoint to another file")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
+        fail(f"{args.output}: its directory does not exist")
+    state = load_checkpoint(args.input)
+    try:
+        new = convert(state, heads=args.heads, threshold=args.threshold, fmt=args.format)
+    except PruningError as e:
+        fail(str(e))
+    save_atomic(new, args.output)
+    kept = new["pass_pruned_heads"]
+    total = sum(len(v) for v in kept.values())
+    skipped = sum(1 for v in kept.values() if not v)
+    n_heads = sum(state["model"][p + GATE_KEY].numel() for p in kept)
+    print(f"pass_fairseq: wrote {args.output} ({args.format}): {total} of {n_heads} heads kept,"
+          f" {skipped} of {len(kept)} attention modules skipped", file=sys.stderr)
+    return 0
