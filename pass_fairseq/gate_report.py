@@ -4,7 +4,7 @@ Open, closed, non-binary and kept are defined once, by :func:`pass_fairseq.gates
 (docs/method.md, "Test time").
 """
 from collections import OrderedDict
-from typing import Dict
+from typing import Dict, List, Tuple
 
 import torch
 
@@ -51,3 +51,14 @@ def layer_grid(report: dict):
         if rows:
             grid[label] = [rows.get(i, 0) for i in range(max(rows) + 1)]
     return grid
+
+
+def kept_heads(report: dict) -> Dict[Tuple[str, int], List[int]]:
+    """Kept head indices as {(kind label, layer): [head, ...]} for the modules of the three kinds."""
+    labels = {(side, attn): label for side, attn, label in MODULE_KINDS}
+    kept = {}
+    for m in report["modules"]:
+        parts = m["name"].split(".")
+        if len(parts) == 4 and parts[1] == "layers" and (parts[0], parts[3]) in labels:
+            kept[(labels[parts[0], parts[3]], int(parts[2]))] = m["kept"]
+    return kept

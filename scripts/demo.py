@@ -8,28 +8,32 @@ Stages (each prints its wall time; a failed stage stops the demo with one line):
                  Transformer, width 128 / ffn 512, 2,400 updates          (cached)
   3. base eval   fairseq-generate, beam 5, test set, detokenized sacreBLEU  (cached)
   4. PASS        fine-tune the base with the PASS regulariser to exactly K heads
-  5. PASS eval   prune the heads physically (scripts/prune_checkpoint.py) and score
-                 the pruned model like the base
-  6. gates       scripts/inspect_gates.py --plot: the heat map of kept heads
+  5. PASS eval   prune the heads physically (pass-prune-checkpoint) and score the
+                 pruned model like the base
+  6. gates       pass-inspect-gates --plot: the heat map of kept heads
   7. report      printed and written to WORKDIR/report.md (and report.json)
 
     python scripts/demo.py [--heads K] [--concentrator] [--epochs E] [--workdir DIR]
 
 The PASS stage always starts afresh from the cached base (its folder is wiped), so a
-rerun measures the pruning itself. See the PASS_SCHEDULE comment for the schedule.
+rerun measures the pruning itself. The schedule and its reasons: README.md, "The demo".
 """
 import argparse
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.dirname(sys.executable)
+sys.path.insert(0, ROOT)
+
+from pass_fairseq.commands import JobError, check, run, tool  # noqa: E402
+from pass_fairseq.evaluation import generate, score  # noqa: E402
+from pass_fairseq.gate_report import MODULE_KINDS, kept_heads  # noqa: E402
+from pass_fairseq.shards import build_shards  # noqa: E402
 
 #: the base model's topology: transformer_iwslt_de_en (6+6 layers, 4 heads, so 18
 #: attention modules and 72 heads) at width 128 / ffn 512, pre-norm (much faster to
@@ -39,97 +43,13 @@ WIDTH = ["--encoder-embed-dim", "128", "--decoder-embed-dim", "128",
          "--encoder-normalize-before", "--decoder-normalize-before", "--share-all-embeddings"]
 HEADS_TOTAL = 72
 
-# PASS_SCHEDULE. The reference trains 30 epochs from scratch: lambda starts at 0.1 and
-# doubles at each epoch start while the gates are off target, R is added once per update
-# to the summed loss (weight lambda / tokens-per-update relative to the per-token loss),
-# closed gates reopen at epoch starts, log_alpha is clipped to [-5, 5]. The CPU budget
-# buys about one pass over the corpus (~540 updates in shards, ~11 min) for the fine-tune, so
-# (measured on the 2,400-update base at K = 24):
-# * --pass-reg-scaling token: R weighs lambda times one token's loss, so lambda 0.1
-#   already moves the gates in the first updates (with "update" scaling, 1/3000 of that,
-#   they would barely move in one pass);
-# * short epochs: the training set is split into --shards 8 shards and fairseq reads one
-#   shard per epoch, so an epoch is ~68 updates and the epoch-start schedule (lambda x2
-#   while off target) runs 7 times in one pass instead of never;
-# * --clip 10 (the plugin's default) instead of the reference's 5: a clipped gate has
-#   q0 (or q1) = sigmoid(clip - 0.79), 0.985 at 5, so 48 closed gates leave
-#   |N-K - sum q0| a deficit of 0.7 which one gate fills by sitting at log_alpha ~ -1.5
-#   (deterministic z ~ 0.2): a stable kink of the regulariser that no lambda removes
-#   (seen: 23 open + 1 non-binary from lambda 0.1 to 6.4). At 10 the deficit (0.005)
-#   is filled only by a gate deep in the open or closed zone, so the gates end binary
-#   with exactly K open;
-# * gates start open (log_alpha 3, --pass-missing-gate-init: the base model unchanged)
-#   and move ~--pass-gate-lr (0.2) per update under Adam: on target within 3 epochs
-#   (~200 updates); the rest retrains the kept heads at the base's final learning rate
-#   (~4.6e-4, fixed, 50 warm-up updates for the fresh Adam state);
-# * no reopening (--reopen-until-epoch to enable it): in a fine-tune this short a
-#   reopened gate costs more recovery than it brings;
-# * --concentrator (PASSCONC) is on for epochs 3-5 only (--conc-epochs), as the reference
-#   switches it on late: on from the first update (all gates open, its weight at the cap
-#   500) it closed 60 of 72 gates within 50 updates, left 3 full modules (12 heads) and
-#   no module could reopen against it (K = 16 never reached in 8 epochs). From epoch 3
-#   it starts at the target and ends with epochs to settle (K = 16: 6 of 18 modules);
-# * --best-checkpoint-metric pass_loss: checkpoint_best.pt is the on-target checkpoint
-#   (binary gates, exactly K open) with the best validation loss, never an off-target one.
+# The PASS fine-tune's schedule (token scaling, 8 shards, clip 10, open gates, no
+# reopening, late concentrator, pass_loss checkpoints) and the measurements behind each
+# choice: README.md, "The demo".
 PASS_DEFAULTS = dict(lambda_init=0.1, lambda_factor=2.0, gate_lr=0.2, shards=8, epochs=8, reopen_until_epoch=0,
                      clip=10.0, lr=5e-4, warmup=50, conc_epochs="3-5")
 
 STAGES = ("corpus", "base", "base eval", "PASS fine-tune", "PASS eval", "gates", "report")
-
-
-class StageError(Exception):
-    pass
-
-
-# ---- running commands -----------------------------------------------------------------
-
-#: console noise (the full output still goes to the log): Python warnings, hydra's
-#: deprecation notes, fairseq's one-line config dump and the model printout
-_NOISE = re.compile(r"Warning:|^See https://hydra|^The version_base|^Please specify a compat|^Will assume default"
-                    r"|^'config' is validated|^This behavior is deprecated|^The strict flag|^DEBUG:hydra"
-                    r"|tensorboardX|\{'_name': |can_reuse_epoch_itr|reuse_dataloader = |rebuild_batches = |^\)$")
-
-
-def run(cmd, log_path=None, append=False, show=True):
-    """Run ``cmd`` from the repository root, echo its output (without Python warnings,
-    long lines cut) and copy all of it to ``log_path``. Returns the exit status."""
-    print("$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
-    log = open(log_path, "a" if append else "w", encoding="utf-8") if log_path else None
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    try:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, bufsize=1, env=env, errors="replace")
-    except OSError as e:
-        if log:
-            log.close()
-        raise StageError(f"cannot start {cmd[0]}: {e}")
-    tail = []
-    for line in proc.stdout:
-        if log:
-            log.write(line)
-        text = line.rstrip("\n")
-        tail = (tail + [text])[-15:]
-        if show and text.strip() and not text[0].isspace() and not _NOISE.search(text):
-            print(text if len(text) <= 240 else text[:237] + "...", flush=True)
-    rc = proc.wait()
-    if log:
-        log.close()
-    if rc != 0:
-        print("\n".join("  | " + t for t in tail[-10:]), file=sys.stderr)
-    return rc
-
-
-def check(rc, what, log_path=None):
-    if rc != 0:
-        where = f"; full log: {rel(log_path)}" if log_path else ""
-        raise StageError(f"{what} failed (exit status {rc}){where}")
-
-
-def tool(name):
-    path = os.path.join(BIN, name)
-    if not os.path.exists(path):
-        raise StageError(f"{name} not found next to {sys.executable}: run 'make demo' (it installs .venv)")
-    return path
 
 
 # ---- stages ---------------------------------------------------------------------------
@@ -139,7 +59,7 @@ def stage_corpus(args, info):
     env_ok = os.path.isfile(os.path.join(corpus, ".complete"))
     cmd = ["bash", "scripts/prepare_deb_de_en.sh", corpus]
     os.environ.setdefault("PYTHON", sys.executable)
-    os.environ.setdefault("FAIRSEQ_PREPROCESS", os.path.join(BIN, "fairseq-preprocess"))
+    os.environ.setdefault("FAIRSEQ_PREPROCESS", os.path.join(os.path.dirname(sys.executable), "fairseq-preprocess"))
     check(run(cmd), "building the corpus (scripts/prepare_deb_de_en.sh)")
     info["cached"] = env_ok
     with open(os.path.join(corpus, "counts.json"), encoding="utf-8") as f:
@@ -193,68 +113,23 @@ def stage_base(args, info):
             return
         age = time.time() - os.path.getmtime(log_path)
         if age < 180:
-            raise StageError(f"a base training seems to be running already ({log_path} written {age:.0f} s"
-                             f" ago, no 'done training' yet): wait for it to finish, then rerun")
+            raise JobError(f"a base training seems to be running already ({log_path} written {age:.0f} s"
+                           f" ago, no 'done training' yet): wait for it to finish, then rerun")
         print(f"resuming the interrupted base training from {ckpt}")
     os.makedirs(args.base_dir, exist_ok=True)
     start = time.time()
     check(run(cmd, log_path, append=True), "base training (fairseq-train)", log_path)
     if not os.path.isfile(ckpt):
-        raise StageError(f"base training wrote no {ckpt}")
+        raise JobError(f"base training wrote no {ckpt}")
     write_json(marker, {"command": _command_key(cmd), "seconds": time.time() - start})
     info.update(cached=False, train_seconds=time.time() - start)
 
 
-def generate(args, ckpt, out_dir, name):
-    """Beam-5 fairseq-generate on the test set; returns the detokenized hypotheses in
-    test-set order and the seconds it took."""
-    os.makedirs(out_dir, exist_ok=True)
-    # --required-batch-size-multiple 1: with fairseq's default 8, a fixed --batch-size larger
-    # than the set drops the remainder (100 sentences at batch size 128 gave 96 hypotheses).
-    # --max-len-a/b cap runaway hypotheses (the whole test set takes ~30 s at width 128).
-    cmd = [tool("fairseq-generate"), os.path.join(args.corpus, "data-bin"), "--user-dir", "pass_fairseq",
-           "--path", ckpt, "--gen-subset", "test", "--beam", "5", "--remove-bpe", "sentencepiece",
-           "--batch-size", str(args.eval_batch_size), "--required-batch-size-multiple", "1",
-           "--max-len-a", "1.2", "--max-len-b", "10", "--results-path", out_dir, "--num-workers", "0",
-           "--log-format", "simple", "--log-interval", "4"]
-    log_path = os.path.join(out_dir, f"generate-{name}.log")
-    start = time.time()
-    check(run(cmd, log_path), f"fairseq-generate on {rel(ckpt)}", log_path)
-    seconds = time.time() - start
-    hyps = {}
-    with open(os.path.join(out_dir, "generate-test.txt"), encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("D-"):
-                parts = line.rstrip("\n").split("\t")
-                hyps[int(parts[0][2:])] = parts[2] if len(parts) > 2 else ""
-    return hyps, seconds
-
-
-def score(args, hyps, out_dir):
-    """Detokenized sacreBLEU against the raw references, overall and per source."""
-    import sacrebleu
-
-    raw = os.path.join(args.corpus, "raw")
-    with open(os.path.join(raw, "test.en"), encoding="utf-8") as f:
-        refs = [line.rstrip("\n") for line in f]
-    origins = None
-    if os.path.isfile(os.path.join(raw, "test.origin")):
-        with open(os.path.join(raw, "test.origin"), encoding="utf-8") as f:
-            origins = [line.strip() for line in f]
-    if len(hyps) != len(refs) or sorted(hyps) != list(range(len(refs))):
-        raise StageError(f"fairseq-generate gave {len(hyps)} hypotheses for {len(refs)} test references")
-    ordered = [hyps[i] for i in range(len(refs))]
-    with open(os.path.join(out_dir, "hyp.test.en"), "w", encoding="utf-8") as f:
-        f.writelines(h + "\n" for h in ordered)
-    bleu = sacrebleu.BLEU()
-    result = {"sacrebleu": round(bleu.corpus_score(ordered, [refs]).score, 2),
-              "signature": str(bleu.get_signature()), "sentences": len(refs), "by_origin": {}}
-    if origins and len(origins) == len(refs):
-        for origin in sorted(set(origins)):
-            idx = [i for i, o in enumerate(origins) if o == origin]
-            result["by_origin"][origin] = round(
-                sacrebleu.corpus_bleu([ordered[i] for i in idx], [[refs[i] for i in idx]]).score, 2)
-    return result
+def evaluate(args, ckpt, out_dir):
+    """Translate the test set with ``ckpt`` and score it (pass_fairseq.evaluation); returns
+    the result and the seconds fairseq-generate took."""
+    hyps, seconds = generate(os.path.join(args.corpus, "data-bin"), ckpt, out_dir, args.eval_batch_size)
+    return score(hyps, os.path.join(args.corpus, "raw"), out_dir), seconds
 
 
 def stage_base_eval(args, info, base):
@@ -270,66 +145,26 @@ def stage_base_eval(args, info, base):
             info.update(cached["result"], cached=True, generate_seconds=cached.get("generate_seconds"))
             print(f"base evaluation cached: sacreBLEU {cached['result']['sacrebleu']}")
             return
-    hyps, seconds = generate(args, ckpt, out_dir, "base")
-    result = score(args, hyps, out_dir)
+    result, seconds = evaluate(args, ckpt, out_dir)
     write_json(cache, {"stamp": stamp, "result": result, "generate_seconds": seconds})
     info.update(result, cached=False, generate_seconds=seconds)
     print(f"base: test sacreBLEU {result['sacrebleu']} ({fmt_by_origin(result)})")
 
 
-def build_shards(args):
-    """Split the training set into ``args.shards`` random shards (WORKDIR/shardsN/shardI,
-    cached) so that one fairseq epoch of the PASS fine-tune is one shard: fairseq reads
-    the training data of epoch e from the ((e - 1) mod N)-th of the colon-separated data
-    folders, and valid data and dictionaries from the first. Returns the data argument."""
-    src = os.path.join(args.corpus, "data-bin")
+def pass_data(args):
+    """The PASS fine-tune's data argument: the training set in ``args.shards`` shards
+    (WORKDIR/shardsN, cached), one per fairseq epoch (pass_fairseq.shards)."""
     out = os.path.join(args.workdir, f"shards{args.shards}")
-    if args.shards == 1:
-        return src
-    dirs = [os.path.join(out, f"shard{i}") for i in range(args.shards)]
-    data_arg = ":".join(dirs)
-    files = sorted(f for f in os.listdir(src) if f.startswith(("train.", "valid.", "dict.")))
-    stamp = {f: os.path.getsize(os.path.join(src, f)) for f in files}
-    marker = os.path.join(out, "demo-shards.json")
-    if os.path.isfile(marker):
-        with open(marker, encoding="utf-8") as f:
-            if json.load(f) == stamp:
-                return data_arg
-    import numpy as np
-    from fairseq.data import indexed_dataset
-
     start = time.time()
-    if os.path.isdir(out):
-        shutil.rmtree(out)
-    for d in dirs:
-        os.makedirs(d)
-        for f in files:
-            if not f.startswith("train."):
-                shutil.copyfile(os.path.join(src, f), os.path.join(d, f))
-    prefixes = sorted({f.rsplit(".", 1)[0] for f in files if f.startswith("train.")})  # train.de-en.de, ...
-    assign = None
-    for prefix in prefixes:
-        data = indexed_dataset.MMapIndexedDataset(os.path.join(src, prefix))
-        if assign is None:
-            order = np.random.RandomState(args.seed).permutation(len(data))
-            assign = np.empty(len(data), dtype=np.int64)
-            assign[order] = np.arange(len(data)) % args.shards
-        with open(os.path.join(src, "dict." + prefix.rsplit(".", 1)[1] + ".txt"), encoding="utf-8") as f:
-            vocab = sum(1 for _ in f) + 4
-        for i, d in enumerate(dirs):
-            target = os.path.join(d, prefix)
-            builder = indexed_dataset.make_builder(indexed_dataset.data_file_path(target), "mmap", vocab_size=vocab)
-            for idx in np.nonzero(assign == i)[0]:
-                builder.add_item(data[int(idx)])
-            builder.finalize(indexed_dataset.index_file_path(target))
-    write_json(marker, stamp)
-    print(f"training set split into {args.shards} shards of about {len(assign) // args.shards} pairs"
-          f" in {rel(out)} ({time.time() - start:.1f} s)")
-    return data_arg
+    shards = build_shards(os.path.join(args.corpus, "data-bin"), out, args.shards, args.seed)
+    if shards.built:
+        print(f"training set split into {args.shards} shards of about {min(shards.sizes)} pairs"
+              f" in {rel(out)} ({time.time() - start:.1f} s)")
+    return shards.data
 
 
 def pass_command(args, base_ckpt):
-    cmd = [tool("fairseq-train"), build_shards(args), "--user-dir", "pass_fairseq",
+    cmd = [tool("fairseq-train"), pass_data(args), "--user-dir", "pass_fairseq",
            "--task", "translation_pass", "--arch", "transformer_pass_iwslt", *WIDTH,
            "--finetune-from-model", base_ckpt,
            "--criterion", "pass_label_smoothed_cross_entropy", "--label-smoothing", "0.1",
@@ -366,9 +201,9 @@ def stage_pass(args, info, base):
     info.update(train_seconds=time.time() - start, log=log_path)
     best = os.path.join(args.pass_dir, "checkpoint_best.pt")
     if not os.path.isfile(best):
-        raise StageError(f"the PASS fine-tune never validated with exactly {args.heads} binary gates (no "
-                         f"{rel(best)}): train longer (--epochs) or raise --lambda-init;"
-                         f" log: {rel(log_path)}")
+        raise JobError(f"the PASS fine-tune never validated with exactly {args.heads} binary gates (no "
+                       f"{rel(best)}): train longer (--epochs) or raise --lambda-init;"
+                       f" log: {rel(log_path)}")
     info["checkpoint"] = best
     with open(log_path, encoding="utf-8", errors="replace") as f:
         info["updates"] = max([int(m) for m in re.findall(r"num_updates (\d+)", f.read())] or [0])
@@ -377,13 +212,12 @@ def stage_pass(args, info, base):
 def stage_pass_eval(args, info, pruned):
     pruned_ckpt = os.path.join(args.pass_dir, "pruned.pt")
     start = time.time()
-    check(run([sys.executable, "scripts/prune_checkpoint.py", pruned["checkpoint"], pruned_ckpt,
-               "--heads", str(args.heads)]), "removing the pruned heads (scripts/prune_checkpoint.py)")
+    check(run([tool("pass-prune-checkpoint"), pruned["checkpoint"], pruned_ckpt, "--heads", str(args.heads)]),
+          "removing the pruned heads (pass-prune-checkpoint)")
     info["convert_seconds"] = time.time() - start
     info["checkpoint"] = pruned_ckpt
     out_dir = os.path.join(args.pass_dir, "eval")
-    hyps, seconds = generate(args, pruned_ckpt, out_dir, "pruned")
-    result = score(args, hyps, out_dir)
+    result, seconds = evaluate(args, pruned_ckpt, out_dir)
     write_json(os.path.join(out_dir, "result.json"), {"result": result, "generate_seconds": seconds})
     info.update(result, generate_seconds=seconds)
     print(f"pruned: test sacreBLEU {result['sacrebleu']} ({fmt_by_origin(result)})")
@@ -391,11 +225,11 @@ def stage_pass_eval(args, info, pruned):
 
 def stage_gates(args, info, tuned):
     png = os.path.join(args.pass_dir, "gates.png")
-    cmd = [sys.executable, "scripts/inspect_gates.py", tuned["checkpoint"], "--json", "--plot", png]
+    cmd = [tool("pass-inspect-gates"), tuned["checkpoint"], "--json", "--plot", png]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-        raise StageError(f"scripts/inspect_gates.py failed: {last}")
+        raise JobError(f"pass-inspect-gates failed: {last}")
     report = json.loads(proc.stdout)
     write_json(os.path.join(args.pass_dir, "gates.json"), report)
     info.update(report=report, picture=png)
@@ -403,8 +237,8 @@ def stage_gates(args, info, tuned):
           f" {report['closed']} closed, {report['nonbinary']} non-binary), {report['modules_active']}"
           f" of {report['modules_total']} attention modules active; picture: {rel(png)}")
     if report["kept"] != args.heads or report["nonbinary"]:
-        raise StageError(f"the selected checkpoint keeps {report['kept']} heads with {report['nonbinary']}"
-                         f" non-binary gates, not exactly {args.heads}")
+        raise JobError(f"the selected checkpoint keeps {report['kept']} heads with {report['nonbinary']}"
+                       f" non-binary gates, not exactly {args.heads}")
 
 
 # ---- report ---------------------------------------------------------------------------
@@ -437,18 +271,12 @@ def write_json(path, obj):
 
 def placement_table(report):
     """Markdown table: kept head indices per module kind (rows) and layer (columns)."""
-    kinds = (("encoder", "self_attn", "encoder self"), ("decoder", "self_attn", "decoder self"),
-             ("decoder", "encoder_attn", "decoder cross"))
-    cells, layers = {}, 0
-    for m in report["modules"]:
-        parts = m["name"].split(".")
-        if len(parts) == 4:
-            cells[(parts[0], parts[3], int(parts[2]))] = m["kept"]
-            layers = max(layers, int(parts[2]) + 1)
+    kept = kept_heads(report)
+    layers = max((layer + 1 for _, layer in kept), default=0)
     lines = ["| module | " + " | ".join(f"layer {i}" for i in range(layers)) + " | kept |",
              "|---" * (layers + 2) + "|"]
-    for side, attn, label in kinds:
-        row = [cells.get((side, attn, i)) for i in range(layers)]
+    for _, _, label in MODULE_KINDS:
+        row = [kept.get((label, i)) for i in range(layers)]
         shown = [(",".join(map(str, r)) if r else "-") if r is not None else "" for r in row]
         lines.append(f"| {label} | " + " | ".join(shown) + f" | {sum(len(r or []) for r in row)} |")
     return lines
@@ -586,7 +414,7 @@ def main(argv=None):
         start = time.time()
         try:
             fn()
-        except StageError as e:
+        except JobError as e:
             print(f"\ndemo: error: stage {number} ({name}): {e}", file=sys.stderr, flush=True)
             return 1
         except Exception as e:  # a bug or an unexpected file: the traceback, then one line
