@@ -1,4 +1,4 @@
-"""Clipping and selective reopening of gates (method.md, "Clipping and selective reopening").
+"""Clipping and selective reopening of gates (docs/method.md, "Clipping and selective reopening").
 
 Pure torch, no fairseq. The task calls these at epoch starts and after every update.
 """
@@ -31,10 +31,10 @@ def sample_reopen(probabilities: torch.Tensor, seed: int, epoch: int) -> torch.T
 
 @torch.no_grad()
 def constrain_(log_alpha: torch.Tensor, reopen: Optional[torch.Tensor], clip_min: float,
-               clip_max: float) -> torch.Tensor:
-    """In place: reset the gates marked in ``reopen`` to ``clip_max``, then clamp all of
-    ``log_alpha`` to [clip_min, clip_max]."""
+               clip_max: float, clamp: bool = True) -> torch.Tensor:
+    """In place: reset the gates marked in ``reopen`` to ``clip_max``, then (``clamp``)
+    clamp all of ``log_alpha`` to [clip_min, clip_max]."""
     if reopen is not None:
         log_alpha.masked_fill_(reopen.to(log_alpha.device), clip_max)
-    return log_alpha.clamp_(clip_min, clip_max)
+    return log_alpha.clamp_(clip_min, clip_max) if clamp else log_alpha
 

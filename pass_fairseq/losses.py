@@ -1,8 +1,9 @@
-"""Pure tensor regularisers of PASS, PASSCONC and Voita et al. (method.md).
+"""Pure tensor regularisers of PASS, PASSCONC and Voita et al. (docs/method.md).
 
 Inputs are per-head closed forms (``q0 = P(z=0)``, ``q1 = P(z=1)``, ``pnb = P(0<z<1)``),
 flat over all N heads or as one tensor per attention module. No fairseq here.
 """
+import math
 from typing import List, Sequence
 
 import torch
@@ -35,24 +36,24 @@ def concentrator_weight_lower_bound(
     q1_per_module: Sequence[torch.Tensor],
     open_per_module: Sequence[torch.Tensor],
     cap: float,
-) -> float:
-    """The reference's lambda_c: min over open heads i (module l) of
+) -> torch.Tensor:
+    """lambda_c, the reference's lower bound: the minimum over open heads i (module l) of
 
         lb_i = 2 max(1, q1_i (1 - q1_i) / (q0_i (1 - q0_i))) / prod_{j in H_l, j != i} q0_j
 
-    capped at ``cap``; ``cap`` when no head is open. ``open_per_module`` holds boolean
-    masks of the heads that count as open (log_alpha above the lower clip bound).
+    capped at ``cap`` (``cap`` when no head is open). ``open_per_module`` holds boolean masks of
+    the heads that count as open: this plugin passes deterministic gate z > 0 (a head that
+    still reaches the output at test time), where the reference takes log_alpha above the
+    lower clip bound (docs/method.md, "Concentrator"). A 0-d float64 tensor, no host sync.
     """
-    best = cap
+    bounds = []
     for q0, q1, is_open in zip(q0_per_module, q1_per_module, open_per_module):
-        if not bool(is_open.any()):
-            continue
         q0, q1 = q0.detach().double(), q1.detach().double()
         ratio = (q1 * (1 - q1)) / (q0 * (1 - q0))
         others = q0.prod() / q0  # prod_{j != i} q0_j (q0 is clamped away from 0)
         lb = 2.0 * ratio.clamp(min=1.0) / others
-        best = min(best, float(lb[is_open].min()))
-    return best
+        bounds.append(torch.where(is_open.to(lb.device), lb, torch.full_like(lb, math.inf)))
+    return torch.cat(bounds).min().clamp(max=cap)
 
 
 def expected_l0(q0: torch.Tensor) -> torch.Tensor:

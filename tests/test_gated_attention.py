@@ -90,10 +90,17 @@ def test_incremental_decoding_matches_full_forward():
         y = cross_gated(y, mem, mem, key_padding_mask=kpm, incremental_state=state, static_kv=True)[0]
         steps.append(y)
     assert torch.allclose(torch.cat(steps), full, atol=1e-5)
-    # the cache keeps fairseq's layout, so fairseq's reordering works unchanged
+    # the cache keeps fairseq's layout, so fairseq's reordering works unchanged: after a
+    # reorder (as beam search reorders hypotheses) the next self-attention step equals the
+    # full forward over the reordered prefixes
     order = torch.tensor([2, 0, 1])
     self_gated.reorder_incremental_state(state, order)
     assert self_gated._get_input_buffer(state)["prev_key"].shape == (B, H, T, E // H)
+    nxt = torch.randn(1, B, E)
+    y = self_gated(nxt, nxt, nxt, incremental_state=state)[0]
+    x2 = torch.cat([x[:, order], nxt])
+    ref = self_gated(x2, x2, x2, attn_mask=_causal(T + 1))[0]
+    assert torch.allclose(y[0], ref[-1], atol=1e-5)
 
 
 def test_beamable_encoder_attention():
@@ -112,3 +119,48 @@ def test_missing_gate_entries_are_filled_when_loading_stock_weights():
     gated.upgrade_state_dict_named(sd, "layer.attn")
     assert torch.equal(sd["layer.attn.gate.log_alpha"], torch.full((H,), 3.0))
     assert not sd["layer.attn.gate.reopen_pending"].any()
+
+
+def test_confidence_statistic_stays_float32_in_a_half_model():
+    """500 batches at confidence 0.3, then 4,500 at 0.7: the running mean is 0.66. In fp16
+    the increments fall under its resolution and it would stop near 0.5."""
+    _, gated = _pair(self_attention=True)
+    gated.half()
+    assert gated.conf_mean.dtype == torch.float32 and gated.q_proj.weight.dtype == torch.float16
+    for value, n in ((0.3, 500), (0.7, 4500)):
+        probs = torch.full((1, H, 1, 2), value, dtype=torch.float16)
+        for _ in range(n):
+            gated._track_confidence(probs)
+    assert gated.conf_mean.tolist() == pytest.approx([0.66] * H, abs=1e-3)
+    gated.float()
+    assert gated.conf_mean.dtype == torch.float32
+
+
+def test_per_example_gates_differ_across_the_batch():
+    _, gated = _pair(self_attention=True)
+    gated.gate_per_example = True
+    with torch.no_grad():
+        gated.gate.log_alpha.fill_(0.0)  # z is far from saturated: draws differ
+    gated.train()
+    torch.manual_seed(0)
+    z = gated.gate(B)
+    assert z.shape == (B, H) and not torch.allclose(z[0], z[1])
+    x = torch.randn(T, 1, E).expand(T, B, E)  # the same sentence three times
+    out = gated(x, x, x, need_weights=False)[0]
+    assert not torch.allclose(out[:, 0], out[:, 1], atol=1e-4)
+    gated.gate_per_example = False
+    out = gated(x, x, x, need_weights=False)[0]
+    assert torch.allclose(out[:, 0], out[:, 1], atol=1e-5)
+
+
+def test_eval_attention_weights_cover_only_heads_that_reach_the_output():
+    _, gated = _pair(self_attention=True)
+    with torch.no_grad():
+        gated.gate.log_alpha[2] = -10.0
+    x = torch.randn(T, B, E)
+    per_head = gated.train()(x, x, x, need_head_weights=True)[1]  # every head: (heads, bsz, tgt, src)
+    assert per_head.shape == (H, B, T, T)
+    gated.eval()
+    avg = gated(x, x, x, need_weights=True)[1]
+    assert torch.allclose(avg, per_head[[0, 1, 3]].mean(dim=0), atol=1e-5)
+    assert torch.allclose(gated(x, x, x, need_head_weights=True)[1], per_head[[0, 1, 3]], atol=1e-5)

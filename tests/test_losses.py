@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from pass_fairseq import losses
@@ -43,6 +44,30 @@ def test_pass_gradient_closes_gates_when_too_many_open():
     assert (gate.log_alpha.grad > 0).all()  # descent lowers every log_alpha
 
 
+def test_pass_gradient_opens_gates_when_too_few_open():
+    gate = _gates([-1.0, -1.0, -1.0, -1.0])
+    q0, q1 = gate.prob_closed(), gate.prob_open()
+    sum(losses.pass_terms(q0, q1, 1 - q0 - q1, target_heads=3)).backward()
+    assert (gate.log_alpha.grad < 0).all()  # descent raises every log_alpha
+
+
+def test_concentrator_by_hand_over_several_modules():
+    """log_alpha = A - logit(q0) gives q0 exactly: modules with q0 (0.5, 0.5), (0.75, 0.25,
+    0.5) and (0.75,): R_conc = (1 - 0.25) + (1 - 0.09375) + (1 - 0.75) = 1.90625."""
+    a = -0.33 * math.log(11)  # beta log(-gamma/zeta)
+    la = lambda q0: a - math.log(q0 / (1 - q0))  # noqa: E731
+    gates = [_gates([la(0.5), la(0.5)]), _gates([la(0.75), la(0.25), la(0.5)]), _gates([la(0.75)])]
+    q0s = [g.prob_closed() for g in gates]
+    assert float(losses.concentrator(q0s)) == pytest.approx(1.90625, rel=1e-6)
+    # lower bound: head 1 of module 2 is the only open one; q1 = sigmoid(log_alpha + a)
+    q1s = [g.prob_open() for g in gates]
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    q0_i, q1_i = 0.25, sig(la(0.25) + a)
+    ref = 2 * max(1.0, q1_i * (1 - q1_i) / (q0_i * (1 - q0_i))) / (0.75 * 0.5)
+    is_open = [torch.tensor([False, False]), torch.tensor([False, True, False]), torch.tensor([False])]
+    assert float(losses.concentrator_weight_lower_bound(q0s, q1s, is_open, cap=500.0)) == pytest.approx(ref, rel=1e-6)
+
+
 def test_concentrator_and_lower_bound():
     closed, mixed = _gates([-5.0, -5.0]), _gates([5.0, -5.0])
     q0s = [closed.prob_closed(), mixed.prob_closed()]
@@ -54,8 +79,8 @@ def test_concentrator_and_lower_bound():
     lb = losses.concentrator_weight_lower_bound(q0s, q1s, is_open, cap=500.0)
     q0, q1 = float(q0s[1][0]), float(q1s[1][0])
     ref = 2 * max(1.0, q1 * (1 - q1) / (q0 * (1 - q0))) / float(q0s[1][1])
-    assert math.isclose(lb, min(ref, 500.0), rel_tol=1e-6)
-    assert losses.concentrator_weight_lower_bound(q0s, q1s, [torch.tensor([False] * 2)] * 2, 500.0) == 500.0
+    assert math.isclose(float(lb), min(ref, 500.0), rel_tol=1e-6)
+    assert float(losses.concentrator_weight_lower_bound(q0s, q1s, [torch.tensor([False] * 2)] * 2, 500.0)) == 500.0
 
 
 def test_expected_l0():

@@ -272,18 +272,57 @@ def test_cli_script_runs(gated_ckpt, tmp_path):
     assert os.path.exists(out) and os.path.getmtime(gated_ckpt) == before
 
 
-def _cli_hypotheses(data, ckpt):
+def _cli_generate(data, ckpt, *extra):
     exe = os.path.join(os.path.dirname(sys.executable), "fairseq-generate")
-    proc = subprocess.run([exe, data, "--user-dir", os.path.join(ROOT, "pass_fairseq"), "--path", ckpt,
+    return subprocess.run([exe, data, "--user-dir", os.path.join(ROOT, "pass_fairseq"), "--path", ckpt,
                            "--task", "translation", "--source-lang", "src", "--target-lang", "tgt",
                            "--gen-subset", "test", "--beam", "5", "--nbest", "5", "--batch-size", "16",
                            "--max-len-a", "0", "--max-len-b", "12", "--num-workers", "0",
-                           "--required-batch-size-multiple", "1"],
+                           "--required-batch-size-multiple", "1", *extra],
                           capture_output=True, text=True)
+
+
+def _cli_hypotheses(data, ckpt):
+    proc = _cli_generate(data, ckpt)
     assert proc.returncode == 0, proc.stderr[-3000:]
     hyps = sorted(line.split("\t")[::2] for line in proc.stdout.splitlines() if line.startswith("H-"))
     assert len(hyps) == 12 * 5
     return hyps
+
+
+def test_fairseq_generate_alignments_of_gated_and_pruned_agree(gated_ckpt, pruned_ckpt, data):
+    """--print-alignment soft: both average the alignment layer's weights over the heads
+    that reach the output (heads 0, 1 and 3 of the last encoder attention)."""
+    lines = {}
+    for name, ckpt in (("gated", gated_ckpt), ("pruned", pruned_ckpt)):
+        proc = _cli_generate(data, ckpt, "--print-alignment", "soft")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        lines[name] = sorted(line.split("\t") for line in proc.stdout.splitlines() if line.startswith("A-"))
+    assert len(lines["gated"]) == 12 * 5 and len(lines["pruned"]) == 12 * 5
+    def weights(text):  # one comma-separated row of source weights per target token
+        return torch.tensor([[float(v) for v in row.split(",")] for row in text.split()])
+
+    for (gid, gated), (pid, pruned) in zip(lines["gated"], lines["pruned"]):
+        assert gid == pid and torch.allclose(weights(gated), weights(pruned), atol=2e-6)  # printed to 6 places
+
+
+def test_alignment_from_a_skipped_alignment_layer_is_a_one_line_error(data, tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    mask = dict(MASK, **{"decoder.layers.1.encoder_attn": [-6.0] * 4})
+    cfg, _, model = build_gated(data, mask=mask)
+    path = str(tmp_path / "gated.pt")
+    torch.save(checkpoint_state(cfg, model), path)
+    assert pc.main([path, str(tmp_path / "pruned.pt"), "--threshold", "0.5"]) == 0
+    capsys.readouterr()
+    pruned, _ = load_pruned(str(tmp_path / "pruned.pt"), data)
+    generation = OmegaConf.create({"generation": {"print_alignment": "hard", "beam": 5}})
+    for m in (model, pruned):
+        with pytest.raises(SystemExit) as e:
+            m.prepare_for_inference_(generation)
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert "--print-alignment needs the attention weights" in err and err.count("\n") == 1
 
 
 def test_fairseq_generate_cli_same_hypotheses(gated_ckpt, pruned_ckpt, data):

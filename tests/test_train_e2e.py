@@ -75,6 +75,60 @@ def test_resume_restores_the_schedule(toy_data, tmp_path):
     assert int(after4["pass_lambda_steps"]) == int(after3["pass_lambda_steps"]) + (not on_target)
 
 
+def test_finetune_from_a_pass_checkpoint_restarts_the_schedule(toy_data, tmp_path, caplog):
+    """Pruning a K=8 PASS model on to K=4 with --finetune-from-model: the loaded schedule
+    (epoch 3, lambda steps) must not silence the new run's epoch starts."""
+    first = train(toy_data, tmp_path / "k8", *PASS_RUN[:-4], "--pass-target-heads", "8", "--max-epoch", "3",
+                  "--seed", "4")
+    ckpt = os.path.join(first, "checkpoint_last.pt")
+    assert int(load_state(ckpt)["model"]["pass_epoch"]) == 3
+    caplog.set_level("INFO", logger="pass_fairseq.tasks.translation_pass")
+    tuned = train(toy_data, tmp_path / "k4", *PASS_RUN, "--finetune-from-model", ckpt, "--max-epoch", "2")
+    model = load_state(os.path.join(tuned, "checkpoint_last.pt"))["model"]
+    assert int(model["pass_epoch"]) == 2
+    assert int(model["pass_lambda_steps"]) <= 1  # only this run's epoch 2 can have doubled it
+    assert "fresh run from a checkpoint whose gate schedule had reached epoch 3" in caplog.text
+    assert "pass: epoch 2:" in caplog.text  # the schedule ran
+
+
+def test_reset_dataloader_restarts_and_a_mid_epoch_resume_continues(toy_data, tmp_path, caplog):
+    """A run stopped mid-epoch (--max-update) and resumed goes on with the same epoch: its
+    start is not handled twice (no second lambda step, the confidence statistics of the
+    epoch's first updates kept). With --reset-dataloader the schedule starts again."""
+    small = ["--max-tokens", "300"]  # ~15 updates an epoch
+    save = train(toy_data, tmp_path, *PASS_RUN, *small, "--max-epoch", "3", "--max-update", "20", "--seed", "5")
+    last = os.path.join(save, "checkpoint_last.pt")
+    before = load_state(last)
+    assert int(before["model"]["pass_epoch"]) == 2 and before["extra_state"]["train_iterator"]["iterations_in_epoch"] > 0
+    count_key = "encoder.layers.0.self_attn.conf_count"
+    caplog.set_level("INFO", logger="pass_fairseq.tasks.translation_pass")
+    train(toy_data, save, *PASS_RUN, *small, "--max-epoch", "2", "--seed", "5")
+    after = load_state(last)["model"]
+    assert "resuming the gate schedule after epoch 2" in caplog.text
+    assert int(after["pass_epoch"]) == 2
+    assert int(after["pass_lambda_steps"]) == int(before["model"]["pass_lambda_steps"])
+    assert int(after[count_key]) > int(before["model"][count_key])  # not reset mid-epoch
+    caplog.clear()
+    train(toy_data, save, *PASS_RUN, *small, "--max-epoch", "1", "--reset-dataloader", "--seed", "5")
+    assert "the schedule starts again at epoch 1" in caplog.text
+    assert int(load_state(last)["model"]["pass_epoch"]) == 1
+
+
+def test_reference_preset_runs_end_to_end(toy_data, tmp_path):
+    """--pass-preset reference on the toy task: lambda doubled at every epoch start, the
+    first included, while the count of gates at -5 is not N - K (the gates move ~0.2 an
+    update, so none reaches -5 in 4 short epochs); the gates get the main weight decay."""
+    save = train(toy_data, tmp_path, *TINY_MODEL, *TRAIN_COMMON, *PASS_CRITERION, "--pass-target-heads", str(K),
+                 "--pass-preset", "reference", "--weight-decay", "0.0001", "--max-epoch", "4", "--seed", "6")
+    state = load_state(os.path.join(save, "checkpoint_last.pt"))
+    model = state["model"]
+    alphas = torch.cat([v for k, v in model.items() if k.endswith("gate.log_alpha")])
+    assert float(alphas.min()) > -5.0
+    assert int(model["pass_epoch"]) == 4 and int(model["pass_lambda_steps"]) == 4
+    groups = state["last_optimizer_state"]["param_groups"]
+    assert [g["weight_decay"] for g in groups] == [0.0001, 0.0001]
+
+
 def test_epoch_start_is_handled_once(toy_data):
     from fairseq import options, tasks
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
@@ -149,13 +203,23 @@ def test_pass_criterion_under_the_wrong_task(toy_data, tmp_path, capsys):
     assert "needs --task translation_pass" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("extra", [
-    ["--pass-concentrator", "--pass-target-heads", "4"],
-    ["--pass-method", "voita", "--pass-l0-penalty", "0.05"],
-    ["--pass-target-heads", "4", "--pass-gate-noise", "example", "--pass-reg-scaling", "token", "--update-freq", "2"],
+@pytest.mark.parametrize("extra, logged", [
+    (["--pass-concentrator", "--pass-target-heads", "4", "--pass-conc-end-epoch", "1"], "pass_conc"),
+    (["--pass-method", "voita", "--pass-l0-penalty", "0.05"], "pass_expected_open"),
+    (["--pass-target-heads", "4", "--pass-gate-noise", "example", "--pass-reg-scaling", "token", "--update-freq", "2"],
+     "pass_reg"),
 ], ids=["concentrator", "voita", "per-example-token-scaling"])
-def test_other_methods_train(toy_data, tmp_path, extra):
+def test_other_methods_train(toy_data, tmp_path, caplog, extra, logged):
+    """fairseq-train runs each method, logs its terms, and keeps the schedule (the terms
+    themselves are checked in tests/test_schedule.py). The concentrator is on in epoch 1
+    only: the train log shows it non-zero there and zero in epoch 2."""
+    caplog.set_level("INFO", logger="train")
     save = train(toy_data, tmp_path, *TINY_MODEL, *TRAIN_COMMON, *PASS_CRITERION, *extra, "--max-epoch", "2")
     state = load_state(os.path.join(save, "checkpoint_last.pt"))
     assert int(state["model"]["pass_epoch"]) == 2
     assert int(state["model"]["pass_lambda_steps"]) <= 1
+    epochs = [r.getMessage() for r in caplog.records if r.name == "train"]  # one summary line per epoch
+    values = [float(line.split(f"{logged} ")[1].split(" ")[0]) for line in epochs]
+    assert len(values) == 2 and values[0] > 0
+    if logged == "pass_conc":
+        assert values[1] == 0.0

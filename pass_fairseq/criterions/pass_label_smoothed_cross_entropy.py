@@ -1,14 +1,15 @@
 """``pass_label_smoothed_cross_entropy``: label-smoothed cross-entropy plus the PASS
 regulariser (and optionally the concentrator), or Voita et al.'s L0 penalty.
 
-    L = label-smoothed CE + R_pass + R_conc                                   (method.md)
+    L = label-smoothed CE + R_pass + R_conc                              (docs/method.md)
     R_pass = lambda * (sum_i pnb_i + |sN - sum_i q0_i| + |(1-s)N - sum_i q1_i|)
     R_conc = lambda * lambda_c * sum_l (1 - prod_{i in H_l} q0_i)
     R_voita = l0_penalty * sum_i (1 - q0_i)
 
 lambda = pass_lambda_init * pass_lambda_factor ** k, where k counts the epoch starts at
-which the deterministic gates were off target (binary with exactly K open); k is a model
-buffer so it survives resume. The tensor logic is in :mod:`pass_fairseq.losses`.
+which the gates were off target (``--pass-lambda-rule``); k is a model buffer so it
+survives resume. The tensor logic is in :mod:`pass_fairseq.losses`, the gate counts in
+:func:`pass_fairseq.gates.count_gates`.
 
 Scaling: the reference adds R once to a batch's summed loss, and fairseq divides
 gradients by the update's sample size. A regulariser added per micro-batch would count
@@ -17,8 +18,11 @@ micro-batch adds R / (update_freq x workers): R once per update, as in the refer
 ``--pass-reg-scaling token`` multiplies R by the micro-batch's sample size instead, so
 its weight relative to the per-token loss no longer depends on the batch size.
 
-The logged ``loss`` (train and valid) is the translation loss alone; ``pass_loss`` is the
-valid loss when the gates are on target and +inf otherwise (checkpoint selection).
+No host sync in a forward pass: the epoch and lambda are host-side values the task sets
+at each epoch start (:meth:`set_schedule`), and every logged count stays a tensor until
+fairseq reduces the logs. The logged ``loss`` (train and valid) is the translation loss
+alone; ``pass_loss`` is the valid loss when the gates are on target and +inf otherwise
+(checkpoint selection).
 """
 import logging
 import math
@@ -37,12 +41,15 @@ from omegaconf import II
 
 from pass_fairseq import losses
 from pass_fairseq.errors import fail
+from pass_fairseq.gates import count_gates
 from pass_fairseq.models.transformer_pass import gated_attentions, schedule_state
+from pass_fairseq.presets import preset_value
 
 logger = logging.getLogger(__name__)
 
 PASS_METHODS = ChoiceEnum(["pass", "voita"])
 REG_SCALINGS = ChoiceEnum(["update", "token"])
+LAMBDA_RULES = ChoiceEnum(["on-target", "clipped-count"])
 #: averaged per forward pass and logged as fairseq metrics
 LOGGED = ("pass_open", "pass_closed", "pass_nonbinary", "pass_modules_active", "pass_expected_open",
           "pass_lambda", "pass_reg", "pass_nb_term", "pass_closed_gap", "pass_open_gap", "pass_conc",
@@ -59,7 +66,13 @@ class PassLabelSmoothedCrossEntropyCriterionConfig(LabelSmoothedCrossEntropyCrit
         default=0.1, metadata={"help": "initial PASS weight lambda (the reference's 0.1)"})
     pass_lambda_factor: float = field(
         default=2.0, metadata={"help": "lambda is multiplied by this at each epoch start while the"
-                                       " deterministic gates are off target (the reference doubles)"})
+                                       " gates are off target (--pass-lambda-rule; the reference doubles)"})
+    pass_lambda_rule: Optional[LAMBDA_RULES] = field(
+        default=None, metadata={"help": "when an epoch start counts as off target: on-target (plugin preset):"
+                                        " from epoch 2, unless the deterministic gates are binary with"
+                                        " exactly K open; clipped-count (reference preset): at every epoch"
+                                        " start, the first included, unless exactly N-K log_alpha sit at or"
+                                        " below --pass-clip-min"})
     pass_l0_penalty: float = field(
         default=0.01, metadata={"help": "weight of Voita et al.'s expected-L0 penalty (--pass-method voita)"})
     pass_concentrator: bool = field(
@@ -88,7 +101,7 @@ class PassLabelSmoothedCrossEntropyCriterionConfig(LabelSmoothedCrossEntropyCrit
 class PassLabelSmoothedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
     def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False,
                  pass_method="pass", pass_target_heads=None, pass_lambda_init=0.1, pass_lambda_factor=2.0,
-                 pass_l0_penalty=0.01, pass_concentrator=False, pass_conc_weight=None,
+                 pass_lambda_rule=None, pass_l0_penalty=0.01, pass_concentrator=False, pass_conc_weight=None,
                  pass_conc_weight_cap=500.0, pass_conc_start_epoch=1, pass_conc_end_epoch=None,
                  pass_reg_scaling="update", update_freq=(1,), distributed_world_size=1, max_epoch=0):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
@@ -104,6 +117,7 @@ class PassLabelSmoothedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion)
         self.method = str(pass_method)
         self.target_heads = pass_target_heads
         self.lambda_init, self.lambda_factor = pass_lambda_init, pass_lambda_factor
+        self.lambda_rule = str(preset_value(task.cfg.pass_preset, "lambda_rule", pass_lambda_rule))
         self.l0_penalty = pass_l0_penalty
         self.concentrator = pass_concentrator
         self.conc_weight, self.conc_weight_cap = pass_conc_weight, pass_conc_weight_cap
@@ -114,6 +128,8 @@ class PassLabelSmoothedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion)
         self.reg_scaling = str(pass_reg_scaling)
         self.update_freq = list(update_freq)
         self.world_size = max(1, distributed_world_size)
+        self.epoch = None  # host-side copies of the schedule, set by the task at each epoch start
+        self.lam = None
 
     def check_model(self, num_heads: Optional[int]) -> None:
         """Called by the task once the model exists."""
@@ -123,38 +139,57 @@ class PassLabelSmoothedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion)
             fail(f"--pass-target-heads {self.target_heads} is larger than the model's {num_heads} heads")
 
     # ---- schedule ------------------------------------------------------------------
-    def current_lambda(self, model) -> float:
-        return self.lambda_init * self.lambda_factor ** int(schedule_state(model).pass_lambda_steps)
+    def set_schedule(self, epoch: int, lambda_steps: int) -> None:
+        """The task's host-side copy of the schedule for the epoch that starts (no forward
+        pass reads a device buffer)."""
+        self.epoch = max(1, int(epoch))
+        self.lam = self.lambda_init * self.lambda_factor ** int(lambda_steps)
 
-    def on_target(self, open_count: int, nonbinary: int) -> bool:
-        return nonbinary == 0 and (self.target_heads is None or open_count == self.target_heads)
+    def _schedule(self, model):
+        """(epoch, lambda); read from the model's buffers (one sync) only before the task
+        ever set them, e.g. when a tool runs the criterion outside fairseq-train."""
+        if self.epoch is None:
+            state = schedule_state(model)
+            self.set_schedule(int(state.pass_epoch), int(state.pass_lambda_steps))
+        return self.epoch, self.lam
+
+    def off_target(self, epoch: int, model) -> bool:
+        """Whether this epoch start multiplies lambda (``--pass-lambda-rule``)."""
+        gates = [m.gate for _, m in gated_attentions(model)]
+        if self.lambda_rule == "clipped-count":
+            at_bound = int(sum(int(g.is_clipped_closed().sum()) for g in gates))
+            return at_bound != sum(g.num_gates for g in gates) - self.target_heads
+        if epoch < 2:
+            return False
+        return not bool(count_gates([g.log_alpha for g in gates]).on_target(self.target_heads))
 
     def begin_epoch(self, epoch: int, model) -> None:
-        """Multiply lambda while the deterministic gates are off target (from epoch 2)."""
-        if self.method != "pass" or epoch < 2:
+        """Multiply lambda while off target; called by the task once per epoch start."""
+        if self.method != "pass":
             return
-        z = torch.cat([m.gate.deterministic().detach().float() for _, m in gated_attentions(model)])
-        opened, closed = int((z == 1).sum()), int((z == 0).sum())
-        if not self.on_target(opened, z.numel() - opened - closed):
-            schedule_state(model).pass_lambda_steps += 1
-        logger.info(f"pass: epoch {epoch}: {opened} open, {closed} closed, "
-                    f"{z.numel() - opened - closed} non-binary; lambda {self.current_lambda(model):g}")
+        state = schedule_state(model)
+        if self.off_target(epoch, model):
+            state.pass_lambda_steps += 1
+        counts = count_gates([m.gate.log_alpha for _, m in gated_attentions(model)]).as_ints()
+        lam = self.lambda_init * self.lambda_factor ** int(state.pass_lambda_steps)
+        logger.info(f"pass: epoch {epoch}: {counts['open']} open, {counts['closed']} closed, "
+                    f"{counts['nonbinary']} non-binary; lambda {lam:g}")
 
     def concentrator_on(self, epoch: int) -> bool:
         return self.concentrator and self.conc_start <= epoch <= self.conc_end
 
     # ---- loss ----------------------------------------------------------------------
     def regularizer(self, model):
-        """R for the current gates and a dict of plain floats to log."""
+        """R for the current gates and a dict of 0-d tensors and floats to log."""
         gates = [m.gate for _, m in gated_attentions(model)]
+        epoch, lam = self._schedule(model)
         q0s = [g.prob_closed() for g in gates]
         q1s = [g.prob_open() for g in gates]
         q0, q1 = losses.flat(q0s), losses.flat(q1s)
         pnb = 1.0 - q0 - q1
-        lam = self.current_lambda(model)
-        epoch = max(1, int(schedule_state(model).pass_epoch))
+        counts = count_gates([g.log_alpha for g in gates])
         zero = q0.new_zeros(())
-        nb, closed_gap, open_gap, conc, conc_weight = zero, zero, zero, zero, 0.0
+        nb, closed_gap, open_gap, conc, conc_weight = zero, zero, zero, zero, zero
         if self.method == "voita":
             lam = self.l0_penalty
             reg = lam * losses.expected_l0(q0)
@@ -163,32 +198,25 @@ class PassLabelSmoothedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion)
             reg = lam * (nb + closed_gap + open_gap)
             if self.concentrator_on(epoch):
                 conc = losses.concentrator(q0s)
-                conc_weight = self.conc_weight
-                if conc_weight is None:
+                if self.conc_weight is not None:
+                    conc_weight = q0.new_tensor(self.conc_weight)
+                else:
                     conc_weight = losses.concentrator_weight_lower_bound(
-                        q0s, q1s, [~g.is_clipped_closed() for g in gates], self.conc_weight_cap)
+                        q0s, q1s, [z > 0 for z in counts.gates], self.conc_weight_cap).to(q0.dtype)
                 reg = reg + lam * conc_weight * conc
-        with torch.no_grad():
-            zs = [g.deterministic().float() for g in gates]
-            z = torch.cat(zs)
-            active = torch.stack([(zm > 0).any() for zm in zs]).sum()
-            values = torch.stack([(z == 1).sum().float(), (z == 0).sum().float(), (1.0 - q0).sum(), reg.detach(),
-                                  nb.detach(), closed_gap.detach(), open_gap.detach(), conc.detach(),
-                                  active.float()]).tolist()
-        active = int(values[8])
-        opened, closed = int(values[0]), int(values[1])
         log = {
-            "pass_open": opened, "pass_closed": closed, "pass_nonbinary": z.numel() - opened - closed,
-            "pass_modules_active": active, "pass_expected_open": values[2], "pass_lambda": float(lam),
-            "pass_reg": values[3], "pass_nb_term": values[4], "pass_closed_gap": values[5],
-            "pass_open_gap": values[6], "pass_conc": values[7], "pass_conc_weight": float(conc_weight),
-            "pass_on_target": float(self.on_target(opened, z.numel() - opened - closed)),
+            "pass_open": counts.open, "pass_closed": counts.closed, "pass_nonbinary": counts.nonbinary,
+            "pass_modules_active": counts.modules_active, "pass_expected_open": (1.0 - q0).sum().detach(),
+            "pass_lambda": float(lam), "pass_reg": reg.detach(), "pass_nb_term": nb.detach(),
+            "pass_closed_gap": closed_gap.detach(), "pass_open_gap": open_gap.detach(), "pass_conc": conc.detach(),
+            "pass_conc_weight": conc_weight.detach(),
+            "pass_on_target": counts.on_target(self.target_heads).float(),
         }
         return reg, log
 
-    def reg_scale(self, sample_size, epoch: int) -> float:
+    def reg_scale(self, sample_size, epoch: int):
         if self.reg_scaling == "token":
-            return float(sample_size)
+            return sample_size
         update_freq = self.update_freq[min(epoch, len(self.update_freq)) - 1]
         return 1.0 / (update_freq * self.world_size)
 
@@ -196,8 +224,7 @@ class PassLabelSmoothedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion)
         loss, sample_size, logging_output = super().forward(model, sample, reduce=reduce)
         reg, log = self.regularizer(model)
         if model.training:
-            epoch = max(1, int(schedule_state(model).pass_epoch))
-            loss = loss + self.reg_scale(sample_size, epoch) * reg
+            loss = loss + self.reg_scale(sample_size, self._schedule(model)[0]) * reg
         logging_output.update(log)
         logging_output["pass_n"] = 1
         return loss, sample_size, logging_output
@@ -209,7 +236,7 @@ class PassLabelSmoothedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion)
         if n == 0:
             return
         for key in LOGGED:
-            metrics.log_scalar(key, sum(float(log.get(key, 0)) for log in logging_outputs) / n, n, round=3)
+            metrics.log_scalar(key, sum(log.get(key, 0) for log in logging_outputs) / n, n, round=3)
         metrics.log_derived(
             "pass_loss",
             lambda meters: round(float(meters["loss"].avg), 3)

@@ -13,7 +13,10 @@ from fairseq.models import register_model, register_model_architecture
 from fairseq.models.transformer import TransformerModel, base_architecture, transformer_iwslt_de_en
 from fairseq.modules.multihead_attention import MultiheadAttention
 
+from pass_fairseq.errors import fail
+from pass_fairseq.gates import BETA, MISSING_GATE_INIT
 from pass_fairseq.modules.gated_attention import GatedMultiheadAttention
+from pass_fairseq.presets import preset_value
 
 
 @register_model("transformer_pass")
@@ -29,28 +32,27 @@ class TransformerPassModel(TransformerModel):
     def add_args(cls, parser):
         super().add_args(parser)
         parser.add_argument("--pass-beta", type=float, metavar="B",
-                            help="Hard Concrete temperature beta (default 0.33, the reference's)")
+                            help=f"Hard Concrete temperature beta (default {BETA}, the reference's)")
         parser.add_argument("--pass-gate-init", metavar="INIT",
                             help="initial log_alpha of new gates: 'xavier' (U(-b, b), b = sqrt(6/(1+heads)),"
                                  " the reference's) or a number (default xavier)")
         parser.add_argument("--pass-missing-gate-init", type=float, metavar="A",
                             help="log_alpha given to gates missing from a loaded checkpoint, e.g. a stock"
-                                 " transformer fine-tuned with --finetune-from-model (default 3.0: open, so"
-                                 " the model starts as the stock one)")
+                                 f" transformer fine-tuned with --finetune-from-model (default {MISSING_GATE_INIT}:"
+                                 " open, so the model starts as the stock one)")
         parser.add_argument("--pass-clip-min", type=float, metavar="A",
-                            help="lower bound log_alpha is clamped to after every update (default -10; the"
-                                 " reference's -5 leaves a closed gate q0 = 0.985, which can keep one gate"
-                                 " non-binary)")
+                            help="lower bound of log_alpha (see --pass-clip-when; default: -10 with"
+                                 " --pass-preset plugin, the reference's -5 with reference)")
         parser.add_argument("--pass-clip-max", type=float, metavar="A",
-                            help="upper bound log_alpha is clamped to after every update, and the value a"
-                                 " reopened gate is reset to (default 10; the reference's is 5)")
+                            help="upper bound of log_alpha, and the value a reopened gate is reset to"
+                                 " (default: 10 with --pass-preset plugin, the reference's 5 with reference)")
         parser.add_argument("--pass-gate-noise", choices=["batch", "example"],
                             help="draw one training gate sample per head and batch (the reference's) or"
                                  " per head and example (default batch)")
 
     @classmethod
     def build_model(cls, args, task):
-        pass_gate_defaults(args)
+        pass_gate_defaults(args, getattr(getattr(task, "cfg", None), "pass_preset", None))
         model = super().build_model(args, task)
         model.gate_attention_modules(args)
         return model
@@ -69,6 +71,13 @@ class TransformerPassModel(TransformerModel):
 
     def gated_attentions(self) -> List[Tuple[str, GatedMultiheadAttention]]:
         return gated_attentions(self)
+
+    def prepare_for_inference_(self, cfg):
+        """As fairseq-generate prepares a model; --print-alignment needs the alignment
+        layer's attention, which a module with every gate closed no longer has."""
+        super().prepare_for_inference_(cfg)
+        if getattr(cfg.generation, "print_alignment", False):
+            check_alignment_heads(self.decoder.layers[-1].encoder_attn, "gated")
 
     def upgrade_state_dict_named(self, state_dict, name):
         """Stock checkpoints have no schedule buffers: start them at zero."""
@@ -92,22 +101,31 @@ def _parse_init(value):
     return value if value == "xavier" else float(value)
 
 
-def pass_gate_defaults(args):
-    args.pass_beta = getattr(args, "pass_beta", None) or 0.33
+def check_alignment_heads(module, kind: str) -> None:
+    """One-line error when the alignment layer (the last decoder layer's encoder attention,
+    fairseq's default) has no head left to give attention weights."""
+    open_heads = int((module.gate.deterministic() > 0).sum()) if hasattr(module, "gate") else module.num_heads
+    if open_heads == 0:
+        fail(f"--print-alignment needs the attention weights of the last decoder layer's encoder attention,"
+             f" whose heads are all pruned in this {kind} model: drop --print-alignment (and --replace-unk)")
+
+
+def pass_gate_defaults(args, preset=None):
+    """Fill the gate flags left unset: fixed defaults, and the clip bounds of ``preset``."""
+    args.pass_beta = getattr(args, "pass_beta", None) or BETA
     args.pass_gate_init = getattr(args, "pass_gate_init", None) or "xavier"
-    for key, default in (("pass_missing_gate_init", 3.0), ("pass_clip_min", -10.0), ("pass_clip_max", 10.0)):
-        if getattr(args, key, None) is None:
-            setattr(args, key, default)
+    if getattr(args, "pass_missing_gate_init", None) is None:
+        args.pass_missing_gate_init = MISSING_GATE_INIT
+    args.pass_clip_min = preset_value(preset, "clip_min", getattr(args, "pass_clip_min", None))
+    args.pass_clip_max = preset_value(preset, "clip_max", getattr(args, "pass_clip_max", None))
     args.pass_gate_noise = getattr(args, "pass_gate_noise", None) or "batch"
 
 
 @register_model_architecture("transformer_pass", "transformer_pass")
 def transformer_pass(args):
-    pass_gate_defaults(args)
     base_architecture(args)
 
 
 @register_model_architecture("transformer_pass", "transformer_pass_iwslt")
 def transformer_pass_iwslt(args):
-    pass_gate_defaults(args)
     transformer_iwslt_de_en(args)

@@ -23,6 +23,7 @@ from fairseq.modules.multihead_attention import MultiheadAttention
 from torch import Tensor, nn
 
 from pass_fairseq.errors import fail
+from pass_fairseq.models.transformer_pass import check_alignment_heads
 from pass_fairseq.modules.head_attention import HeadAttentionMixin, IncrementalState
 
 
@@ -119,7 +120,8 @@ class PrunedMultiheadAttention(HeadAttentionMixin, nn.Module):
         need_head_weights: bool = False,
     ) -> Tuple[Tensor, Optional[Tensor]]:
         """Time x Batch x Channel in and out. Attention weights (when asked for) are
-        averaged over the kept heads only; a skipped module returns none."""
+        averaged over the kept heads only, as the gated model's over its open heads; a
+        skipped module returns none."""
         tgt_len, bsz, embed_dim = query.size()
         if self.skipped:
             if before_softmax:
@@ -181,6 +183,13 @@ class TransformerPassPrunedModel(TransformerModel):
             parent, _, attr = name.rpartition(".")
             mha = self.get_submodule(name)
             setattr(self.get_submodule(parent), attr, PrunedMultiheadAttention.from_attention(mha, kept[name]))
+
+    def prepare_for_inference_(self, cfg):
+        """As fairseq-generate prepares a model; --print-alignment needs the alignment
+        layer's attention, which a skipped module no longer has."""
+        super().prepare_for_inference_(cfg)
+        if getattr(cfg.generation, "print_alignment", False):
+            check_alignment_heads(self.decoder.layers[-1].encoder_attn, "pruned")
 
     def pruned_attentions(self) -> List[Tuple[str, PrunedMultiheadAttention]]:
         return [(n, m) for n, m in self.named_modules() if isinstance(m, PrunedMultiheadAttention)]

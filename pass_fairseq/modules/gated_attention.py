@@ -3,12 +3,18 @@
 The installed fairseq sends ``MultiheadAttention.forward`` to PyTorch's fused
 ``F.multi_head_attention_forward`` whenever it can, and that call would never see a gate.
 So this module has its own path: the gate ``z_h`` scales head h's output before
-``out_proj`` (method.md: "the gate scales the head's output"); since a head's output is
+``out_proj`` (docs/method.md: "the gate scales the head's output"); since a head's output is
 linear in its attention probabilities, gating before or after attention dropout is the same.
 
 The module also accumulates each head's attention confidence in training (the mean, over
 batch and query positions, of the max over key positions of its attention probabilities),
-which selective reopening reads at each epoch start.
+which selective reopening reads at each epoch start; with ``confidence_in_eval`` (set by
+the task around validation passes) in eval mode too. The statistic stays float32 whatever
+the model's dtype (``model.half()`` would freeze a running mean under fp16 resolution).
+
+Attention weights returned in eval mode (``--print-alignment``) cover only the heads whose
+deterministic gate is non-zero, the heads a pruned model keeps, so gated and pruned models
+give the same alignments.
 """
 from typing import Optional, Tuple
 
@@ -37,8 +43,17 @@ class GatedMultiheadAttention(HeadAttentionMixin, MultiheadAttention):
         self.gate = HardConcrete(self.num_heads, **(gate_kwargs or {}))
         self.gate_per_example = gate_per_example
         self.missing_gate_init = missing_gate_init
+        self.confidence_in_eval = False
         self.register_buffer("conf_mean", torch.zeros(self.num_heads))
         self.register_buffer("conf_count", torch.zeros((), dtype=torch.long))
+
+    def _apply(self, fn, recurse=True):
+        """``.half()``/``.bfloat16()``/``.to(dtype)`` cast every floating buffer; the
+        confidence statistic keeps its float32 values and only follows the device."""
+        conf = self.conf_mean
+        super()._apply(fn, recurse)
+        self.conf_mean = conf.to(device=self.conf_mean.device, dtype=torch.float32)
+        return self
 
     @classmethod
     def from_attention(cls, mha: MultiheadAttention, **gate_options) -> "GatedMultiheadAttention":
@@ -80,10 +95,11 @@ class GatedMultiheadAttention(HeadAttentionMixin, MultiheadAttention):
     # ---- confidence statistics -------------------------------------------------------
     @torch.no_grad()
     def _track_confidence(self, probs: Tensor) -> None:
-        """Running mean over forward passes of mean_{batch, query} max_{key} probs."""
+        """Running mean over forward passes of mean_{batch, query} max_{key} probs (float32,
+        no host sync)."""
         conf = probs.amax(dim=-1).float().mean(dim=(0, 2))
         self.conf_count += 1
-        self.conf_mean += (conf.to(self.conf_mean.dtype) - self.conf_mean) / self.conf_count.item()
+        self.conf_mean += (conf - self.conf_mean) / self.conf_count
 
     def reset_confidence(self) -> None:
         self.conf_mean.zero_()
@@ -108,11 +124,16 @@ class GatedMultiheadAttention(HeadAttentionMixin, MultiheadAttention):
         q, k, v, key_padding_mask = self.project(query, key, value, key_padding_mask, incremental_state, static_kv)
         if before_softmax:
             return self.scores_before_softmax(q, k, v, attn_mask, key_padding_mask)
-        ctx, probs = self.attend(q, k, v, attn_mask, key_padding_mask, explicit=need_weights or self.training)
-        if self.training:
+        track = self.training or self.confidence_in_eval
+        ctx, probs = self.attend(q, k, v, attn_mask, key_padding_mask, explicit=need_weights or track)
+        if track:
             self._track_confidence(probs)
         bsz = ctx.size(0)
         z = self.gate(bsz if (self.training and self.gate_per_example) else None)
         ctx = ctx * z.to(ctx.dtype).view(-1 if z.dim() == 2 else 1, self.num_heads, 1, 1)
         out = self.out_proj(self.merge_heads(ctx))
-        return out, (self.head_weights(probs, need_head_weights) if need_weights else None)
+        if not need_weights:
+            return out, None
+        if self.training:
+            return out, self.head_weights(probs, need_head_weights)
+        return out, self.head_weights(probs, need_head_weights, present=z > 0)

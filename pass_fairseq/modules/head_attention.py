@@ -107,10 +107,17 @@ class HeadAttentionMixin:
         return ctx.permute(2, 0, 1, 3).reshape(tgt_len, bsz, heads * head_dim)
 
     @staticmethod
-    def head_weights(probs: Tensor, need_head_weights: bool) -> Tensor:
-        """fairseq's returned weights: (heads, bsz, tgt, src), or averaged over heads."""
+    def head_weights(probs: Tensor, need_head_weights: bool, present: Optional[Tensor] = None) -> Tensor:
+        """fairseq's returned weights: (heads, bsz, tgt, src), or averaged over heads.
+        ``present`` (bool per head) restricts both to the heads that reach the output: the
+        per-head weights keep only those, the average is over those (zeros if none)."""
         weights = probs.transpose(1, 0)
-        return weights if need_head_weights else weights.mean(dim=0)
+        if present is None:
+            return weights if need_head_weights else weights.mean(dim=0)
+        if need_head_weights:
+            return weights[present.to(weights.device)]
+        mask = present.to(weights.dtype).view(-1, 1, 1, 1)
+        return (weights * mask).sum(dim=0) / mask.sum().clamp(min=1.0)
 
     @staticmethod
     def _fold_beam(q: Tensor, kv_bsz: int, attn_mask: Optional[Tensor]):

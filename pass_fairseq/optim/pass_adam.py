@@ -5,16 +5,22 @@ Under Adam a parameter moves about ``lr`` per update, so with the main learning 
 parameters (tagged ``param_group = "pass_gate"`` by :class:`HardConcrete`; fairseq's fp16
 optimizer copies the tag onto its fp32 master copies when run with
 ``--fp16-no-flatten-grads``) get ``--pass-gate-lr``, constant unless
-``--pass-gate-lr-follows-schedule``, and no weight decay.
+``--pass-gate-lr-follows-schedule``, and ``--pass-gate-weight-decay``.
+
+The reference does the same (its gate group's lr 0.2 stays constant: its FairseqAdam's
+``set_lr`` skips the last parameter group), but its gates get the main weight decay
+(the group sets none of its own), which ``--pass-preset reference`` reproduces.
 """
 from dataclasses import dataclass, field
-from typing import List
+from typing import List, Optional
 
 import torch
 from fairseq.optim import register_optimizer
 from fairseq.optim.adam import FairseqAdam, FairseqAdamConfig
+from omegaconf import II
 
 from pass_fairseq.gates import GATE_PARAM_GROUP
+from pass_fairseq.presets import preset_value
 
 
 @dataclass
@@ -29,6 +35,18 @@ class PassAdamConfig(FairseqAdamConfig):
         metadata={"help": "scale the gate learning rate by the main schedule (lr / peak lr)"
                           " instead of keeping it constant"},
     )
+    pass_gate_weight_decay: Optional[float] = field(
+        default=None,
+        metadata={"help": "weight decay of the gates' log_alpha (default: 0 with --pass-preset plugin;"
+                          " the main --weight-decay with reference, as the reference code runs)"},
+    )
+    pass_preset: Optional[str] = II("oc.select:task.pass_preset,plugin")
+
+
+def gate_weight_decay(cfg: PassAdamConfig) -> float:
+    """``--pass-gate-weight-decay``, or the preset's (under a task without presets: plugin)."""
+    decay = preset_value(cfg.pass_preset, "gate_weight_decay", cfg.pass_gate_weight_decay)
+    return float(cfg.weight_decay if decay == "main" else decay)
 
 
 def is_gate_param(p: torch.Tensor) -> bool:
@@ -45,7 +63,7 @@ class PassAdam(FairseqAdam):
         groups = [{"params": [p for p in params if not is_gate_param(p)]}]
         gates = [p for p in params if is_gate_param(p)]
         if gates:
-            groups.append({"params": gates, "lr": cfg.pass_gate_lr, "weight_decay": 0.0,
+            groups.append({"params": gates, "lr": cfg.pass_gate_lr, "weight_decay": gate_weight_decay(cfg),
                            "pass_gate": True})
         super().__init__(cfg, groups)
 
