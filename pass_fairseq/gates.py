@@ -1,4 +1,4 @@
-"""Hard Concrete gates, one per attention head (Louizos et al., 2018; method.md, "Gates").
+"""Hard Concrete gates, one per attention head (Louizos et al., 2018; docs/method.md, "Gates").
 
 Pure torch: nothing here imports fairseq, so the distribution can be tested alone.
 

@@ -1,4 +1,4 @@
-"""Head selection and physical head removal on bare state dicts (method.md, "Test time").
+"""Head selection and physical head removal on bare state dicts (docs/method.md, "Test time").
 
 Pure torch, no fairseq: everything here works on ``{name: tensor}`` dicts, so it can be
 tested alone and reused by the checkpoint converter and the benchmark.
