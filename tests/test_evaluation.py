@@ -27,12 +27,12 @@ Generate test with beam=5: BLEU4 = 12.34
 """
 
 
-def write_raw(folder, refs=REFS, origins=ORIGINS):
+def write_raw(folder, refs=REFS, origins=ORIGINS, split="test"):
     os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "test.en"), "w", encoding="utf-8") as f:
+    with open(os.path.join(folder, f"{split}.en"), "w", encoding="utf-8") as f:
         f.writelines(r + "\n" for r in refs)
     if origins:
-        with open(os.path.join(folder, "test.origin"), "w", encoding="utf-8") as f:
+        with open(os.path.join(folder, f"{split}.origin"), "w", encoding="utf-8") as f:
             f.writelines(o + "\n" for o in origins)
     return str(folder)
 
@@ -49,6 +49,14 @@ def test_identical_hypotheses_score_100(tmp_path):
     assert (result["sacrebleu"], result["sentences"]) == (100.0, 4)
     assert result["by_origin"] == {"ding": 100.0, "libreoffice": 100.0}
     assert "tok:13a" in result["signature"]  # detokenized text, sacreBLEU's own tokenizer
+
+
+def test_the_validation_split_scores_against_its_own_references(tmp_path):
+    raw = write_raw(tmp_path / "raw", refs=REFS[:2], origins=ORIGINS[:2], split="valid")
+    write_raw(tmp_path / "raw")  # the test set is longer: scoring valid must not read it
+    result = score(dict(enumerate(REFS[:2])), raw, str(tmp_path / "eval"), split="valid")
+    assert (result["sacrebleu"], result["sentences"]) == (100.0, 2)
+    assert os.path.isfile(tmp_path / "eval" / "hyp.valid.en")
 
 
 def test_scores_split_by_origin_and_hypotheses_written_in_order(tmp_path):
@@ -83,6 +91,8 @@ def test_generate_command_flags():
     assert flags["--path"] == "model.pt" and flags["--results-path"] == "out" and flags["--batch-size"] == "128"
     assert flags["--beam"] == "5" and flags["--gen-subset"] == "test"
     assert flags["--required-batch-size-multiple"] == "1"  # fairseq's default 8 drops sentences
+    valid = generate_command("data-bin", "model.pt", "out", 128, split="valid")
+    assert dict(zip(valid[2::2], valid[3::2]))["--gen-subset"] == "valid"
 
 
 def test_generate_and_score_a_tiny_model(toy_data, tmp_path):
