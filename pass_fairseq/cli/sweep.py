@@ -1,0 +1,75 @@
+"""``pass-sweep CONFIG``: run the comparison sweep (see :mod:`pass_fairseq.sweep`), then
+write the table and the plots from every finished run.
+
+    pass-sweep results/deb-de-en/sweep.json              # every unfinished run, then the table
+    pass-sweep results/deb-de-en/sweep.json --list       # the runs and which are finished
+    pass-sweep results/deb-de-en/sweep.json --only pass,control
+    pass-sweep results/deb-de-en/sweep.json --redo pass-k16-s1
+    pass-sweep results/deb-de-en/sweep.json --table      # only rebuild table and plots
+
+It resumes: finished runs are skipped, an interrupted fine-tune goes on from its last
+checkpoint. Bad input: one line, exit 2.
+"""
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+from pass_fairseq.cli import quiet_fairseq_logging
+from pass_fairseq.commands import JobError
+from pass_fairseq.errors import fail
+from pass_fairseq.results_table import plot, write_table
+from pass_fairseq.sweep import Sweep, forget_run, run_sweep
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pass-sweep", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("config", help="the sweep's JSON config (e.g. results/deb-de-en/sweep.json)")
+    p.add_argument("--list", action="store_true", help="list the runs (finished or not) and stop")
+    p.add_argument("--only", metavar="M1,M2", help="run only these methods")
+    p.add_argument("--redo", metavar="RUN", action="append", default=[],
+                   help="forget this run's result and work folder first (repeatable)")
+    p.add_argument("--table", action="store_true", help="only rebuild the table and plots")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    quiet_fairseq_logging()
+    parser = build_parser()
+    parser.error = lambda message: fail(message)
+    args = parser.parse_args(argv)
+    if not os.path.isfile(args.config):
+        fail(f"{args.config}: no such sweep config")
+    try:
+        sweep = Sweep.load(args.config)
+    except (KeyError, TypeError, ValueError) as e:
+        fail(f"{args.config}: not a valid sweep config ({type(e).__name__}: {e})")
+    except JobError as e:
+        fail(str(e))
+    names = {s.name: s for s in sweep.runs}
+    for name in args.redo:
+        if name not in names:
+            fail(f"--redo {name}: no such run in {args.config} (see --list)")
+        forget_run(sweep, names[name])
+    if args.list:
+        for spec in sweep.runs:
+            done = "finished" if os.path.isfile(sweep.result_path(spec)) else "to do"
+            print(f"{spec.name:<28} {done}")
+        return 0
+    failed = 0
+    if not args.table:
+        methods = [m for m in (args.only or "").split(",") if m]
+        unknown = sorted(set(methods) - {s.method for s in sweep.runs})
+        if unknown:
+            fail(f"--only {','.join(unknown)}: no such method in {args.config}")
+        try:
+            failed = run_sweep(sweep, methods)
+        except JobError as e:
+            fail(str(e), code=1)
+    os.makedirs(sweep.results, exist_ok=True)
+    rows = write_table(sweep.results)
+    for path in plot(sweep.results, rows):
+        print(f"wrote {path}", file=sys.stderr)
+    print(f"wrote {os.path.join(sweep.results, 'table.md')} ({len(rows)} runs)", file=sys.stderr)
+    return 1 if failed else 0

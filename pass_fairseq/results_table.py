@@ -1,0 +1,177 @@
+"""The sweep's table and plots, built only from the runs' own result files
+(``RESULTS/runs/*.json``, written by :mod:`pass_fairseq.sweep`): no number is typed in.
+
+* ``table.csv``: one row per run (method, K, seed, heads kept, modules active, on target,
+  valid and test sacreBLEU with the per-origin halves, decoding speed-up and time over the
+  per-module ideal, fine-tune wall time and updates);
+* ``table.md``: one row per method and K, the mean over seeds with their spread
+  (min-max) where there are several;
+* ``bleu_vs_k.png`` (test BLEU against K per method, the unpruned base and the equal-budget
+  control as lines), ``bleu_vs_speedup.png`` (the trade-off a user chooses on) and
+  ``gates_k16.png`` (kept heads per module kind and layer of every method at K = 16).
+"""
+import csv
+import glob
+import json
+import os
+import statistics
+from collections import defaultdict
+from typing import Dict, List, Optional
+
+#: the rows drawn as horizontal lines (no pruning) rather than as a curve over K
+CONTROLS = ("base", "control")
+CSV_FIELDS = ["method", "label", "heads", "seed", "kept_heads", "modules_active", "on_target", "own_kept",
+              "valid_bleu", "test_bleu", "test_ding", "test_libreoffice", "speedup", "time_over_ideal",
+              "finetune_seconds", "updates", "selected"]
+
+
+def load_runs(results_dir: str) -> List[dict]:
+    runs = []
+    for path in sorted(glob.glob(os.path.join(results_dir, "runs", "*.json"))):
+        with open(path, encoding="utf-8") as f:
+            runs.append(json.load(f))
+    return runs
+
+
+def flat_row(run: dict) -> dict:
+    """One CSV row of a run's result."""
+    test, bench = run.get("test", {}), run.get("bench", {})
+    return {
+        "method": run["method"], "label": run.get("label", run["method"]), "heads": run["heads"],
+        "seed": run["seed"], "kept_heads": run.get("kept_heads"), "modules_active": run.get("modules_active"),
+        "on_target": run.get("on_target", ""), "own_kept": run.get("own_kept", ""),
+        "valid_bleu": run.get("valid", {}).get("sacrebleu"), "test_bleu": test.get("sacrebleu"),
+        "test_ding": test.get("by_origin", {}).get("ding"),
+        "test_libreoffice": test.get("by_origin", {}).get("libreoffice"),
+        "speedup": bench.get("speedup", 1.0 if run.get("kept_heads") == 72 else ""),
+        "time_over_ideal": bench.get("time_over_ideal", ""), "finetune_seconds": run.get("finetune_seconds"),
+        "updates": run.get("updates"), "selected": run.get("selected", ""),
+    }
+
+
+def _mean_spread(values: List[float]) -> str:
+    values = [v for v in values if v not in (None, "")]
+    if not values:
+        return ""
+    mean = statistics.mean(values)
+    if len(values) == 1:
+        return f"{mean:.2f}"
+    return f"{mean:.2f} ({min(values):.2f}-{max(values):.2f}, n={len(values)})"
+
+
+def summary_rows(rows: List[dict]) -> List[dict]:
+    """One row per (label, K): means over seeds, with min-max spread."""
+    groups: Dict[tuple, List[dict]] = defaultdict(list)
+    for r in rows:
+        groups[(r["label"], r["heads"])].append(r)
+    out = []
+    for (label, heads), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        out.append({
+            "method": label, "K": heads, "seeds": len(rs),
+            "heads kept": "/".join(sorted({str(r["kept_heads"]) for r in rs})),
+            "modules active": "/".join(sorted({str(r["modules_active"]) for r in rs})),
+            "on target": "/".join(sorted({str(r["on_target"]) for r in rs if r["on_target"] != ""})) or "-",
+            "valid BLEU": _mean_spread([r["valid_bleu"] for r in rs]),
+            "test BLEU": _mean_spread([r["test_bleu"] for r in rs]),
+            "Ding": _mean_spread([r["test_ding"] for r in rs]),
+            "LibreOffice": _mean_spread([r["test_libreoffice"] for r in rs]),
+            "speed-up": _mean_spread([r["speedup"] for r in rs]),
+            "time / ideal": _mean_spread([r["time_over_ideal"] for r in rs]),
+            "fine-tune min": _mean_spread([r["finetune_seconds"] / 60 for r in rs if r["finetune_seconds"]]),
+        })
+    return out
+
+
+def markdown(summary: List[dict]) -> str:
+    if not summary:
+        return "No finished runs yet.\n"
+    keys = list(summary[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in summary]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(results_dir: str) -> List[dict]:
+    """Write table.csv and table.md from the run files; returns the CSV rows."""
+    rows = [flat_row(r) for r in load_runs(results_dir)]
+    with open(os.path.join(results_dir, "table.csv"), "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    with open(os.path.join(results_dir, "table.md"), "w", encoding="utf-8") as f:
+        f.write(markdown(summary_rows(rows)))
+    return rows
+
+
+def plot(results_dir: str, rows: Optional[List[dict]] = None) -> List[str]:
+    """The three plots (PNG) from the run files; returns the paths written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = load_runs(results_dir)
+    rows = rows if rows is not None else [flat_row(r) for r in runs]
+    written = []
+    by_label: Dict[str, Dict[int, List[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r["test_bleu"] is not None:
+            by_label[r["label"]][r["heads"]].append(r["test_bleu"])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, points in sorted(by_label.items()):
+        ks = sorted(points)
+        means = [statistics.mean(points[k]) for k in ks]
+        if label in CONTROLS:
+            ax.axhline(means[0], linestyle="--", color="gray" if label == "base" else "black", label=label)
+            continue
+        ax.plot(ks, means, marker="o", label=label)
+    ax.set_xlabel("heads kept (K of 72)")
+    ax.set_ylabel("test sacreBLEU")
+    ax.legend(fontsize=8)
+    ax.set_title("test BLEU against K")
+    fig.tight_layout()
+    written.append(os.path.join(results_dir, "bleu_vs_k.png"))
+    fig.savefig(written[-1], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label in sorted(by_label):
+        pts = [(r["speedup"], r["test_bleu"]) for r in rows
+               if r["label"] == label and r["speedup"] not in ("", None) and r["test_bleu"] is not None]
+        if pts:
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=label)
+    ax.set_xlabel("decoding speed-up over the unpruned model")
+    ax.set_ylabel("test sacreBLEU")
+    ax.legend(fontsize=8)
+    ax.set_title("quality against measured decoding speed")
+    fig.tight_layout()
+    written.append(os.path.join(results_dir, "bleu_vs_speedup.png"))
+    fig.savefig(written[-1], dpi=120)
+    plt.close(fig)
+
+    grids = [(r.get("label", r["method"]), r["gates"]) for r in runs
+             if r["heads"] == 16 and r["seed"] == min(x["seed"] for x in runs if x["method"] == r["method"])
+             and r.get("gates")]
+    if grids:
+        written.append(_gate_maps(plt, grids, os.path.join(results_dir, "gates_k16.png")))
+    return written
+
+
+def _gate_maps(plt, grids, path: str) -> str:
+    from pass_fairseq.gate_report import layer_grid
+
+    fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 2.6), squeeze=False)
+    for ax, (label, gates) in zip(axes[0], grids):
+        grid = layer_grid({"modules": gates["modules"]})
+        data = list(grid.values())
+        ax.imshow(data, cmap="Blues", vmin=0, vmax=4, aspect="auto")
+        for i, row in enumerate(data):
+            for j, v in enumerate(row):
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=7, color="white" if v > 2 else "black")
+        ax.set_yticks(range(len(grid)), list(grid), fontsize=7)
+        ax.set_xticks(range(len(data[0])), [str(i) for i in range(len(data[0]))], fontsize=7)
+        ax.set_title(f"{label}: {gates['kept']} heads, {gates['modules_active']} modules", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,302 @@
+"""The comparison sweep: pruning methods x K x seeds, each fine-tuned from one cached base
+with the same shards, updates and learning rate, then pruned, scored and timed.
+
+A sweep is a JSON config (``results/deb-de-en/sweep.json``)::
+
+    {"corpus": "data/deb-de-en", "workdir": "data/sweep", "results": "results/deb-de-en",
+     "base": {"dir": "data/sweep/base", "updates": 5000},
+     "finetune": {"shards": 8, "epochs": 8, "lr": 5e-4, "warmup": 50, "max_tokens": 4096},
+     "bench": {"sentences": 192, "repeats": 3, "threads": 1},
+     "runs": [{"method": "pass", "heads": [8, 16, 32], "seeds": [1],
+               "flags": ["--pass-target-heads", "{K}", ...], "select": "best", "prune": "heads"}, ...]}
+
+Every run writes ``RESULTS/runs/<method>-k<K>-s<seed>.json`` when it has finished; a run with
+that file is skipped, and an interrupted fine-tune resumes from its ``checkpoint_last.pt``
+(fairseq's own resume), so the sweep can be stopped and started again across sessions.
+``{K}`` and ``{seed}`` in a run's flags are replaced by its head count and seed.
+
+Per run:
+
+1. ``prepare`` (optional): ``random`` or ``michel`` writes a gated checkpoint holding a
+   binary mask of K heads (``pass-head-masks``), which the fine-tune starts from instead of
+   the base;
+2. fine-tune: ``fairseq-train`` on the shards (one shard an epoch), from the base (or the
+   prepared mask) with ``--finetune-from-model``;
+3. select ``checkpoint_best.pt`` (on target: ``--best-checkpoint-metric pass_loss``) when
+   ``select`` is ``best`` and it exists, else ``checkpoint_last.pt`` (then ``on_target`` says
+   whether its gates are binary with exactly K open);
+4. prune with ``pass-prune-checkpoint`` (``prune``: ``heads``, the K largest log_alpha, or
+   ``gates``, the checkpoint's own kept heads); no pruning for the unpruned controls;
+5. score valid and test (beam 5, detokenized sacreBLEU, per origin) and time the pruned
+   model against the unpruned one with ``pass-bench-inference`` (ratios from one run).
+"""
+import csv
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from pass_fairseq import evaluation
+from pass_fairseq.checkpoints import load_checkpoint
+from pass_fairseq.commands import JobError, check, run, tool
+from pass_fairseq.gate_report import gate_report
+
+#: the base model's topology: transformer_iwslt_de_en (6+6 layers, 4 heads, 72 heads) at
+#: width 128 / ffn 512, pre-norm: the demo's
+WIDTH = ["--encoder-embed-dim", "128", "--decoder-embed-dim", "128",
+         "--encoder-ffn-embed-dim", "512", "--decoder-ffn-embed-dim", "512",
+         "--encoder-normalize-before", "--decoder-normalize-before", "--share-all-embeddings"]
+HEADS_TOTAL = 72
+PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+@dataclass
+class RunSpec:
+    """One fine-tune of the sweep."""
+
+    method: str
+    heads: int
+    seed: int
+    flags: List[str]
+    arch: str = "gated"  #: gated (transformer_pass_iwslt) or stock (transformer_iwslt_de_en)
+    prepare: Optional[str] = None  #: random | michel: start from a mask of K heads
+    select: str = "best"  #: best | last
+    prune: Optional[str] = "heads"  #: heads | gates | None (unpruned)
+    label: str = ""
+    train: bool = True  #: False: score the base itself (the unpruned row)
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}-k{self.heads}-s{self.seed}"
+
+
+@dataclass
+class Sweep:
+    corpus: str
+    workdir: str
+    results: str
+    base: Dict
+    finetune: Dict
+    bench: Dict
+    runs: List[RunSpec] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: str) -> "Sweep":
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+        runs = []
+        for entry in raw["runs"]:
+            entry = dict(entry)
+            heads, seeds = entry.pop("heads"), entry.pop("seeds", [1])
+            for k in heads:
+                for seed in seeds:
+                    flags = [f.replace("{K}", str(k)).replace("{seed}", str(seed)) for f in entry.get("flags", [])]
+                    runs.append(RunSpec(**dict(entry, flags=flags), heads=k, seed=seed))
+        names = [r.name for r in runs]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise JobError(f"{path}: runs listed twice: {', '.join(duplicates)}")
+        return cls(raw["corpus"], raw["workdir"], raw["results"], raw["base"], raw["finetune"],
+                   raw.get("bench", {}), runs)
+
+    # ---- paths ----------------------------------------------------------------------
+    @property
+    def data_bin(self) -> str:
+        return os.path.join(self.corpus, "data-bin")
+
+    @property
+    def base_checkpoint(self) -> str:
+        return os.path.join(self.base["dir"], "checkpoint_last.pt")
+
+    def result_path(self, spec: RunSpec) -> str:
+        return os.path.join(self.results, "runs", spec.name + ".json")
+
+    def run_dir(self, spec: RunSpec) -> str:
+        return os.path.join(self.workdir, "runs", spec.name)
+
+    # ---- commands -------------------------------------------------------------------
+    def base_command(self) -> List[str]:
+        """The unpruned base: the demo's base command with this sweep's updates."""
+        return [tool("fairseq-train"), self.data_bin, "--user-dir", PLUGIN_DIR, "--task", "translation_pass",
+                "--arch", "transformer_iwslt_de_en", *WIDTH, "--criterion", "label_smoothed_cross_entropy",
+                "--label-smoothing", "0.1", "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--lr", "1e-3",
+                "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "500", "--max-tokens", "4096",
+                "--max-update", str(self.base["updates"]), "--dropout", "0.1", "--save-dir", self.base["dir"],
+                "--no-epoch-checkpoints", "--log-format", "simple", "--log-interval", "50", "--seed", "1",
+                "--num-workers", "0"]
+
+    def finetune_command(self, spec: RunSpec, data: str, init: str, save_dir: str) -> List[str]:
+        """The same fine-tune for every method: shards, epochs, learning rate, batch size."""
+        ft = self.finetune
+        common = [tool("fairseq-train"), data, "--user-dir", PLUGIN_DIR, "--task", "translation_pass", *WIDTH,
+                  "--finetune-from-model", init, "--label-smoothing", "0.1", "--adam-betas", "(0.9,0.98)",
+                  "--lr", str(ft["lr"]), "--lr-scheduler", "fixed", "--warmup-updates", str(ft["warmup"]),
+                  "--max-tokens", str(ft["max_tokens"]), "--max-epoch", str(ft["epochs"]), "--dropout", "0.1",
+                  "--save-dir", save_dir, "--no-epoch-checkpoints", "--log-format", "simple",
+                  "--log-interval", "25", "--seed", str(spec.seed), "--num-workers", "0"]
+        if spec.arch == "stock":
+            model = ["--arch", "transformer_iwslt_de_en", "--criterion", "label_smoothed_cross_entropy",
+                     "--optimizer", "adam"]
+        else:
+            model = ["--arch", "transformer_pass_iwslt", "--criterion", "pass_label_smoothed_cross_entropy",
+                     "--optimizer", "pass_adam"]
+        return common + model + spec.flags
+
+
+def shard_data(sweep: Sweep) -> str:
+    from pass_fairseq.shards import build_shards
+
+    ft = sweep.finetune
+    return build_shards(sweep.data_bin, os.path.join(sweep.workdir, f"shards{ft['shards']}"), ft["shards"],
+                        seed=ft.get("shard_seed", 1)).data
+
+
+def checkpoint_updates(path: str) -> int:
+    """The number of updates a fairseq checkpoint was saved after."""
+    history = load_checkpoint(path).get("optimizer_history") or [{}]
+    return int(history[-1].get("num_updates", 0))
+
+
+def ensure_base(sweep: Sweep) -> None:
+    """Train the base once: done when its checkpoint has the configured updates (fairseq
+    resumes an interrupted training from it)."""
+    if os.path.isfile(sweep.base_checkpoint) and checkpoint_updates(sweep.base_checkpoint) >= sweep.base["updates"]:
+        return
+    log = os.path.join(sweep.base["dir"], "train.log")
+    os.makedirs(sweep.base["dir"], exist_ok=True)
+    check(run(sweep.base_command(), log, append=True), "base training (fairseq-train)", log)
+
+
+def gate_summary(checkpoint: str, heads: Optional[int]) -> dict:
+    """Counts of the selected (gated) checkpoint and whether it is on target."""
+    report = gate_report(load_checkpoint(checkpoint)["model"])
+    on_target = report["nonbinary"] == 0 and (heads is None or report["open"] == heads)
+    keys = ("open", "closed", "nonbinary", "kept", "modules_active", "modules_total")
+    return dict({k: report[k] for k in keys}, on_target=on_target, modules=report["modules"])
+
+
+def bench_ratios(sweep: Sweep, gated: str, heads: int, work: str) -> dict:
+    """Speed-up over the unpruned model and time over the per-module ideal of the K-head
+    model with the checkpoint's own top-K mask, from one ``pass-bench-inference`` run."""
+    b = sweep.bench
+    cmd = [tool("pass-bench-inference"), gated, "--data", sweep.data_bin, "--heads", str(heads),
+           "--layouts", "topk", "--sentences", str(b.get("sentences", 192)), "--repeats", str(b.get("repeats", 3)),
+           "--threads", str(b.get("threads", 1)), "--work-dir", work]
+    log = os.path.join(work, "bench.log")
+    os.makedirs(work, exist_ok=True)
+    check(run(cmd, log, show=False), f"pass-bench-inference on {gated}", log)
+    with open(os.path.join(work, "bench.csv"), encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    row = next(r for r in rows if r["model"].startswith(f"pruned K={heads}"))
+    return {"speedup": float(row["speedup"]), "time_over_ideal": float(row["time_over_ideal"]),
+            "attn_speedup": float(row["attn_speedup"])}
+
+
+def prepare_mask(sweep: Sweep, spec: RunSpec, out_dir: str) -> str:
+    """A gated checkpoint holding the binary mask ``spec.prepare`` chooses (random, michel)."""
+    path = os.path.join(out_dir, "mask.pt")
+    if not os.path.isfile(path):
+        os.makedirs(out_dir, exist_ok=True)
+        cmd = [tool("pass-head-masks"), sweep.base_checkpoint, out_dir, "--method", spec.prepare,
+               "--heads", str(spec.heads), "--seed", str(spec.seed), "--data", sweep.data_bin]
+        log = os.path.join(out_dir, "mask.log")
+        check(run(cmd, log), f"{spec.prepare} head mask", log)
+        produced = os.path.join(out_dir, f"mask-k{spec.heads}.pt")
+        os.replace(produced, path)
+    return path
+
+
+def fine_tune(sweep: Sweep, spec: RunSpec, data: str, work: str, result: dict) -> str:
+    """Run (or resume) the fine-tune; returns the selected checkpoint and fills ``result``."""
+    train_dir = os.path.join(work, "train")
+    os.makedirs(train_dir, exist_ok=True)
+    init = prepare_mask(sweep, spec, work) if spec.prepare else sweep.base_checkpoint
+    log = os.path.join(train_dir, "train.log")
+    cmd = sweep.finetune_command(spec, data, init, train_dir)
+    start = time.time()
+    check(run(cmd, log, append=True, show=False), f"{spec.name}: fine-tune (fairseq-train)", log)
+    best, last = (os.path.join(train_dir, f"checkpoint_{n}.pt") for n in ("best", "last"))
+    selected = best if spec.select == "best" and os.path.isfile(best) else last
+    with open(log, encoding="utf-8", errors="replace") as f:
+        updates = max([int(m) for m in re.findall(r"num_updates (\d+)", f.read())] or [0])
+    result.update(selected=os.path.basename(selected), finetune_seconds=round(time.time() - start, 1),
+                  updates=updates, command=" ".join(os.path.basename(c) if i == 0 else c for i, c in enumerate(cmd)))
+    return selected
+
+
+def run_one(sweep: Sweep, spec: RunSpec, data: str) -> dict:
+    """Fine-tune, select, prune, score and time one run; returns its result (also written)."""
+    work = sweep.run_dir(spec)
+    result = {"method": spec.method, "label": spec.label or spec.method, "heads": spec.heads, "seed": spec.seed}
+    if spec.train:
+        selected = fine_tune(sweep, spec, data, work, result)
+    else:
+        selected = sweep.base_checkpoint
+        result.update(selected="base", updates=checkpoint_updates(selected), finetune_seconds=0.0)
+    evaluated = selected
+    if spec.arch == "gated":
+        gates = gate_summary(selected, spec.heads)
+        result["gates"] = gates
+        result["on_target"] = gates["on_target"]
+        result["own_kept"] = gates["kept"]  # what the method keeps by itself (z > 0.5)
+    if spec.prune:
+        evaluated = os.path.join(work, "pruned.pt")
+        cmd = [tool("pass-prune-checkpoint"), selected, evaluated]
+        if spec.prune == "heads":
+            cmd += ["--heads", str(spec.heads)]
+        check(run(cmd, show=False), f"{spec.name}: pass-prune-checkpoint")
+        kept = load_checkpoint(evaluated)["pass_pruned_heads"]
+        result["kept_heads"] = sum(len(v) for v in kept.values())
+        result["modules_active"] = sum(1 for v in kept.values() if v)
+        result["bench"] = bench_ratios(sweep, selected, spec.heads, os.path.join(work, "bench"))
+    else:
+        result["kept_heads"], result["modules_active"] = HEADS_TOTAL, 18
+    raw = os.path.join(sweep.corpus, "raw")
+    for split in ("valid", "test"):
+        hyps, _ = evaluation.generate(sweep.data_bin, evaluated, os.path.join(work, "eval"), 128, split=split)
+        result[split] = evaluation.score(hyps, raw, os.path.join(work, "eval"), split=split)
+    return result
+
+
+def write_json(path: str, obj) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def run_sweep(sweep: Sweep, only: Optional[List[str]] = None) -> int:
+    """Run every unfinished run (or those whose method is in ``only``); returns how many failed."""
+    todo = [s for s in sweep.runs if not os.path.isfile(sweep.result_path(s))
+            and (not only or s.method in only)]
+    print(f"sweep: {len(sweep.runs)} runs, {len(sweep.runs) - len(todo)} finished, {len(todo)} to do", flush=True)
+    if not todo:
+        return 0
+    ensure_base(sweep)
+    data = shard_data(sweep)
+    failed = 0
+    for i, spec in enumerate(todo, 1):
+        print(f"\n=== sweep run {i}/{len(todo)}: {spec.name} ===", flush=True)
+        try:
+            result = run_one(sweep, spec, data)
+        except JobError as e:
+            print(f"sweep: {spec.name} failed: {e}", file=sys.stderr, flush=True)
+            failed += 1
+            continue
+        write_json(sweep.result_path(spec), result)
+        print(f"sweep: {spec.name}: test sacreBLEU {result['test']['sacrebleu']}, {result['kept_heads']} heads",
+              flush=True)
+    return failed
+
+
+def forget_run(sweep: Sweep, spec: RunSpec) -> None:
+    """Drop a run's result and work folder, so that the next sweep does it again."""
+    if os.path.isfile(sweep.result_path(spec)):
+        os.remove(sweep.result_path(spec))
+    shutil.rmtree(sweep.run_dir(spec), ignore_errors=True)
