@@ -15,6 +15,8 @@ setup(
         "console_scripts": [
             "pass-prune-checkpoint = pass_fairseq.cli.prune_checkpoint:main",
             "pass-inspect-gates = pass_fairseq.cli.inspect_gates:main",
+            "pass-bench-inference = pass_fairseq.cli.bench_inference:main",
+            "pass-bench-training = pass_fairseq.cli.bench_training:main",
             "pass-flags = pass_fairseq.cli.pass_flags:main",
         ],
     },

@@ -1,11 +1,15 @@
-"""bench_inference runs end to end on a tiny gated checkpoint and writes its table."""
+"""pass-bench-inference: end to end on a tiny gated checkpoint, and its summary arithmetic
+on made-up timings."""
 import csv
+import math
 import os
 
 import pytest
 import torch
 
-from pass_fairseq import bench
+from pass_fairseq.bench.summary import ModelTiming, summarize
+from pass_fairseq.bench.timing import AttentionClock, Timer, attention_modules
+from pass_fairseq.cli import bench_inference
 
 from pruning_fixtures import build_gated, checkpoint_state, make_data
 
@@ -21,8 +25,8 @@ def gated_ckpt(tmp_path_factory):
 
 def test_bench_writes_table(gated_ckpt, tmp_path, capsys):
     work = str(tmp_path / "bench")
-    assert bench.main([gated_ckpt, "--heads", "8", "--sentences", "4", "--batch-size", "2", "--out-len", "3",
-                       "--repeats", "1", "--warmup", "0", "--threads", "1", "--work-dir", work]) == 0
+    assert bench_inference.main([gated_ckpt, "--heads", "8", "--sentences", "4", "--batch-size", "2", "--out-len",
+                                 "3", "--repeats", "1", "--warmup", "0", "--threads", "1", "--work-dir", work]) == 0
     printed = capsys.readouterr().out
     assert "| pruned K=8 packed |" in printed and "| pruned K=8 topk |" in printed
     with open(os.path.join(work, "bench.csv")) as f:
@@ -41,14 +45,15 @@ def test_bench_writes_table(gated_ckpt, tmp_path, capsys):
 
 def test_bench_rejects_bad_k(gated_ckpt, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
-        bench.main([gated_ckpt, "--heads", "30", "--work-dir", str(tmp_path)])
+        bench_inference.main([gated_ckpt, "--heads", "30", "--work-dir", str(tmp_path)])
     assert exc.value.code == 2
     assert "out of range" in capsys.readouterr().err
 
 
 def test_bench_rejects_data_without_the_split(gated_ckpt, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
-        bench.main([gated_ckpt, "--heads", "8", "--data", str(tmp_path), "--work-dir", str(tmp_path / "bench")])
+        bench_inference.main([gated_ckpt, "--heads", "8", "--data", str(tmp_path), "--work-dir",
+                              str(tmp_path / "bench")])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "no test split" in err and "--data" in err and "Traceback" not in err
@@ -59,10 +64,42 @@ def test_attention_clock_times_cache_reorder_and_detaches(gated_ckpt):
 
     models, _, _ = checkpoint_utils.load_model_ensemble_and_task([gated_ckpt])
     model = models[0].eval()
-    clock = bench.AttentionClock(model, bench.Timer(torch.device("cpu")))
-    name, module = bench.attention_modules(model)[-1]
+    clock = AttentionClock(model, Timer(torch.device("cpu")))
+    name, module = attention_modules(model)[-1]
     state = {}
     module.reorder_incremental_state(state, torch.arange(2))
     assert clock.totals[name] > 0
     clock.remove()
     assert "reorder_incremental_state" not in vars(module)
+
+
+def timing(label, kind, e2e, attn, per_module, kept):
+    return ModelTiming(label, kind, e2e, attn, per_module, tokens=300, kept=kept, params=1000, file_bytes=2**20)
+
+
+def test_summary_on_made_up_timings():
+    """Unpruned: 10 s, 4 s of it attention, 2 s in each of two 4-head modules A and B;
+    no attention: 6 s; pruned, 2 heads kept in A and none in B: 7.5 s, 1.25 s attention.
+    Ideal attention = 2 x 2/4 + 2 x 0/4 = 1 s, ideal = 6 + 1 = 7 s. Medians of 3 repeats."""
+    heads = {"A": 4, "B": 4}
+    summary = summarize([
+        timing("unpruned", "unpruned", [11.0, 10.0, 9.0], [4.0, 4.5, 3.5], {"A": [2.0, 2.5, 1.5], "B": [2.0] * 3},
+               None),
+        timing("no attention", "noattn", [6.0, 6.5, 5.5], [0.0] * 3, {}, {"A": 0, "B": 0}),
+        timing("pruned", "pruned", [7.0, 7.5, 8.0], [1.25] * 3, {"A": [1.25] * 3}, {"A": 2, "B": 0}),
+    ], heads, sentences=50)
+    base, noattn, pruned = summary.rows
+    assert summary.base_attn_share == pytest.approx(0.4)
+    assert summary.noattn_over_base == pytest.approx(0.6)
+    assert (base["kept_heads"], base["skipped_modules"], base["speedup"], base["attn_share"]) == (8, 0, 1.0, 0.4)
+    assert (base["sent_per_s"], base["tok_per_s"], base["file_MB"]) == (5.0, 30.0, 1.0)
+    assert base["time_over_ideal"] == base["ideal_speedup"] == ""  # ideal columns: pruned models only
+    assert (noattn["kept_heads"], noattn["skipped_modules"], noattn["speedup"]) == (0, 2, 1.667)
+    assert math.isinf(noattn["attn_speedup"])
+    assert (pruned["kept_heads"], pruned["skipped_modules"]) == (2, 1)
+    assert pruned["speedup"] == round(10 / 7.5, 3) == 1.333
+    assert pruned["attn_speedup"] == 3.2  # 4 / 1.25
+    assert pruned["attn_share"] == round(1.25 / 7.5, 3)
+    assert pruned["ideal_attn_speedup"] == 4.0  # 4 / 1
+    assert pruned["ideal_speedup"] == round(10 / 7, 3) == 1.429
+    assert pruned["time_over_ideal"] == round(7.5 / 7, 3) == 1.071

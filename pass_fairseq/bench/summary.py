@@ -1,0 +1,91 @@
+"""The inference benchmark's table rows from its timings: pure arithmetic, no torch.
+
+Every time is the median over the timed repeats. T is a model's end-to-end decoding time,
+A its attention time (every attention module's forward plus its beam reordering of its
+key/value cache), T_noattn the time of the model whose attention modules are all skipped.
+
+* speed-up = T_unpruned / T; attention speed-up = A_unpruned / A; attention share = A / T;
+* per-module ideal of a pruned model: T_noattn + sum_m A_unpruned[m] * kept[m] / heads[m];
+  its attention part alone, sum_m A_unpruned[m] * kept[m] / heads[m], is the ideal
+  attention time (what the mask allows: a decoder head costs more than an encoder head);
+* ideal attention speed-up = A_unpruned / ideal attention time; ideal speed-up =
+  T_unpruned / ideal; time / ideal = T / ideal (1 is ideal; above 1, the overhead left).
+
+The table reports ratios (speed-ups, time over ideal) and throughputs; never single
+absolute times.
+"""
+from dataclasses import dataclass
+from statistics import median
+from typing import Dict, List, NamedTuple, Optional
+
+#: (row key, column title) of the markdown table, in order
+COLUMNS = [
+    ("model", "model"), ("kept_heads", "heads"), ("skipped_modules", "skipped modules"), ("params", "params"),
+    ("file_MB", "file MB"), ("sent_per_s", "sent/s"), ("tok_per_s", "tok/s"), ("speedup", "speed-up"),
+    ("attn_speedup", "attention speed-up"), ("attn_share", "attention share"),
+    ("ideal_attn_speedup", "ideal attention speed-up"), ("ideal_speedup", "ideal speed-up"),
+    ("time_over_ideal", "time / ideal"),
+]
+
+
+@dataclass
+class ModelTiming:
+    """One model's measurements, one entry per timed repeat.
+
+    ``kind`` is ``unpruned``, ``gated``, ``noattn`` or ``pruned`` (the ideal columns are
+    filled for pruned models only); ``kept`` maps each attention module to its number of
+    kept heads (None: every head)."""
+
+    label: str
+    kind: str
+    e2e: List[float]
+    attn: List[float]
+    per_module: Dict[str, List[float]]
+    tokens: int
+    kept: Optional[Dict[str, int]]
+    params: int
+    file_bytes: int
+
+
+class Summary(NamedTuple):
+    rows: List[dict]
+    #: A_unpruned / T_unpruned
+    base_attn_share: float
+    #: T_noattn / T_unpruned
+    noattn_over_base: float
+
+
+def summarize(timings: List[ModelTiming], heads: Dict[str, int], sentences: int) -> Summary:
+    """Table rows (keys of :data:`COLUMNS`) from ``timings``, which hold one ``unpruned``
+    and one ``noattn`` model; ``heads`` maps every attention module to its head count."""
+    base = next(t for t in timings if t.kind == "unpruned")
+    noattn = next(t for t in timings if t.kind == "noattn")
+    t_base, a_base, t_noattn = median(base.e2e), median(base.attn), median(noattn.e2e)
+    a_base_mod = {name: median(v) for name, v in base.per_module.items()}
+    rows = []
+    for timing in timings:
+        t, a = median(timing.e2e), median(timing.attn)
+        kept = timing.kept
+        row = {
+            "model": timing.label,
+            "kept_heads": sum(kept.values()) if kept is not None else sum(heads.values()),
+            "skipped_modules": sum(1 for n in kept.values() if not n) if kept is not None else 0,
+            "params": timing.params,
+            "file_MB": round(timing.file_bytes / 2**20, 3),
+            "sent_per_s": round(sentences / t, 1),
+            "tok_per_s": round(timing.tokens / t, 1),
+            "speedup": round(t_base / t, 3),
+            "attn_speedup": round(a_base / a, 2) if a > 0 else float("inf"),
+            "attn_share": round(a / t, 3),
+            "ideal_attn_speedup": "",
+            "ideal_speedup": "",
+            "time_over_ideal": "",
+        }
+        if timing.kind == "pruned":
+            ideal_attn = sum(a_base_mod.get(m, 0.0) * kept[m] / n for m, n in heads.items())
+            ideal = t_noattn + ideal_attn
+            row["ideal_attn_speedup"] = round(a_base / ideal_attn, 2)
+            row["ideal_speedup"] = round(t_base / ideal, 3)
+            row["time_over_ideal"] = round(t / ideal, 3)
+        rows.append(row)
+    return Summary(rows, a_base / t_base, t_noattn / t_base)

@@ -1,0 +1,115 @@
+"""Wall time with device synchronisation, and the inference benchmark's timed decoding:
+every model decodes the same batches, models interleaved within each repeat, after
+warm-up; each repeat times an end-to-end pass, then an instrumented pass that adds up the
+time of every attention module (:class:`AttentionClock`)."""
+import logging
+import time
+from collections import defaultdict
+from typing import Dict, List
+
+import torch
+
+logger = logging.getLogger("pass_fairseq.bench")
+
+
+class Timer:
+    """Wall time with device synchronisation (CUDA work is asynchronous)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+
+class AttentionClock:
+    """Adds up the time each attention module spends in its forward and in reordering its
+    key/value cache for the beam (``reorder_incremental_state``, called by the generator
+    between steps). The cache is attention's own work and grows with the kept heads, so
+    it belongs to the module's attention time (and to its share of the ideal)."""
+
+    def __init__(self, model, timer: Timer):
+        self.timer = timer
+        self.totals: Dict[str, float] = defaultdict(float)
+        self.handles = []
+        self.wrapped = []
+        self.starts: Dict[str, float] = {}
+        for name, module in attention_modules(model):
+            self.handles.append(module.register_forward_pre_hook(self._pre(name)))
+            self.handles.append(module.register_forward_hook(self._post(name)))
+            module.reorder_incremental_state = self._timed(name, module.reorder_incremental_state)
+            self.wrapped.append(module)
+
+    def _pre(self, name):
+        def hook(module, args):
+            self.starts[name] = self.timer.now()
+        return hook
+
+    def _post(self, name):
+        def hook(module, args, output):
+            self.totals[name] += self.timer.now() - self.starts.pop(name)
+        return hook
+
+    def _timed(self, name, reorder):
+        def timed_reorder(incremental_state, new_order):
+            start = self.timer.now()
+            result = reorder(incremental_state, new_order)
+            self.totals[name] += self.timer.now() - start
+            return result
+        return timed_reorder
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+        for module in self.wrapped:
+            del module.reorder_incremental_state  # the instance attribute; the method shows again
+
+
+def attention_modules(model):
+    """(name, module) of every attention module, stock, gated or pruned."""
+    from fairseq.modules.multihead_attention import MultiheadAttention
+
+    from pass_fairseq.models.transformer_pass_pruned import PrunedMultiheadAttention
+
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, (MultiheadAttention, PrunedMultiheadAttention))]
+
+
+def decode(generator, model, batches) -> int:
+    """Translate every batch; returns the number of output tokens of the best hypotheses."""
+    tokens = 0
+    with torch.inference_mode():
+        for batch in batches:
+            hypos = generator.generate([model], batch)
+            tokens += sum(int(h[0]["tokens"].numel()) for h in hypos)
+    return tokens
+
+
+def time_decoding(models, target_dictionary, batches, timer: Timer, beam: int, out_len: int,
+                  warmup: int, repeats: int) -> List[dict]:
+    """Per model: ``e2e`` and ``attn`` (seconds per timed repeat), ``per_module`` (attention
+    module -> seconds per timed repeat) and ``tokens`` (output tokens of one pass). Beam
+    search with fixed ``out_len``-token outputs, so every model does the same steps."""
+    from fairseq.sequence_generator import SequenceGenerator
+
+    # a generator decodes with the models it was built with
+    generators = [SequenceGenerator([model], target_dictionary, beam_size=beam, max_len_a=0, max_len_b=out_len,
+                                    min_len=out_len) for model in models]
+    results = [dict(e2e=[], attn=[], per_module=defaultdict(list), tokens=0) for _ in models]
+    for rep in range(warmup + repeats):
+        for model, generator, result in zip(models, generators, results):
+            t0 = timer.now()
+            tokens = decode(generator, model, batches)
+            t1 = timer.now()
+            clock = AttentionClock(model, timer)
+            decode(generator, model, batches)
+            clock.remove()
+            if rep >= warmup:
+                result["e2e"].append(t1 - t0)
+                result["tokens"] = tokens
+                result["attn"].append(sum(clock.totals.values()))
+                for name, secs in clock.totals.items():
+                    result["per_module"][name].append(secs)
+        logger.info("repeat %d/%d done", rep + 1, warmup + repeats)
+    return results

@@ -1,0 +1,82 @@
+"""The inference benchmark's models, from one gated checkpoint.
+
+Written to the work directory (:func:`pass_fairseq.checkpoints.convert`, saved atomically):
+the unpruned model as a stock fairseq ``transformer``, an attention-free model (every
+attention module skipped, for T_noattn) and pruned models at each K with the checkpoint's
+own top-K mask (``topk``) and with the same K packed into as few modules as possible
+(``packed``, what the concentrator aims for); the gated checkpoint itself is used as it is.
+"""
+import argparse
+import os
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+from pass_fairseq.checkpoints import convert, save_atomic
+from pass_fairseq.gates import GATE_KEY
+from pass_fairseq.pruning import gated_modules, packed_selection, select_heads
+
+
+@dataclass
+class Variant:
+    label: str
+    #: unpruned, gated, noattn or pruned
+    kind: str
+    path: str
+    #: attention module -> kept heads; None: the gated model, every head
+    kept: Optional[Dict[str, List[int]]]
+
+
+def module_heads(state: dict) -> Dict[str, int]:
+    """Gated attention module -> number of heads, in state-dict order (empty: no gates)."""
+    model = state.get("model") or {}
+    return {p: model[p + GATE_KEY].numel() for p in gated_modules(model)}
+
+
+def write_variants(state: dict, checkpoint: str, ks: Sequence[int], layouts: Sequence[str],
+                   work_dir: str) -> List[Variant]:
+    """Write the converted checkpoints; returns every variant, the gated one included.
+    Raises :class:`pass_fairseq.pruning.PruningError` on a bad K."""
+    heads = module_heads(state)
+    log_alphas = [state["model"][p + GATE_KEY] for p in heads]
+
+    def write(name, kept, fmt="pruned"):
+        path = os.path.join(work_dir, name)
+        save_atomic(convert(state, fmt=fmt, kept=kept), path)
+        return path
+
+    every = {p: list(range(n)) for p, n in heads.items()}
+    none = {p: [] for p in heads}
+    variants = [
+        Variant("unpruned (stock transformer)", "unpruned", write("unpruned_stock.pt", every, fmt="stock"), every),
+        Variant("gated (transformer_pass)", "gated", checkpoint, None),
+        Variant("no attention (all skipped)", "noattn", write("noattn.pt", none), none),
+    ]
+    for k in ks:
+        for layout in layouts:
+            selected = select_heads(log_alphas, heads=k) if layout == "topk" else packed_selection(log_alphas, k)
+            kept = dict(zip(heads, selected))
+            variants.append(Variant(f"pruned K={k} {layout}", "pruned", write(f"pruned_k{k}_{layout}.pt", kept), kept))
+    return variants
+
+
+def load_models(variants: List[Variant], data: str, device, beam: int):
+    """(models, task): every variant loaded on ``device`` with ``data`` as its data
+    directory, in eval mode and prepared as fairseq-generate prepares it
+    (``prepare_for_inference_``: no attention weights except the alignment layer's)."""
+    from fairseq import checkpoint_utils
+    from fairseq.dataclass.configs import GenerationConfig
+
+    generation_cfg = argparse.Namespace(generation=GenerationConfig(beam=beam))
+    models, task = [], None
+    for variant in variants:
+        loaded, _, variant_task = checkpoint_utils.load_model_ensemble_and_task([variant.path],
+                                                                                arg_overrides={"data": data})
+        model = loaded[0].eval().to(device)
+        model.prepare_for_inference_(generation_cfg)
+        models.append(model)
+        task = task or variant_task
+    return models, task
+
+
+def param_count(model) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,129 @@
+"""``pass-bench-inference GATED.pt [--heads 48,32,16,8] [--layouts topk,packed] [--device cuda]``:
+inference benchmark of unpruned, gated and pruned models, side by side in one run.
+
+From one gated checkpoint it writes (to ``--work-dir``) and loads the unpruned model as a
+stock fairseq ``transformer``, the gated model itself, pruned models at each K (top-K and
+packed masks) and an attention-free model (:mod:`pass_fairseq.bench.variants`). Every
+model decodes the same sentences with fairseq's ``SequenceGenerator`` (beam 5, fixed output
+length), models interleaved within each repeat, after warm-up; attention time comes from a
+second, instrumented pass per repeat (:mod:`pass_fairseq.bench.timing`). The table gives
+medians as speed-ups against the unpruned model and time over the per-module ideal
+(definitions: :mod:`pass_fairseq.bench.summary`), printed and written to
+``WORK_DIR/bench.md`` and ``bench.csv``.
+"""
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+import torch
+
+from pass_fairseq.bench.data import has_split, sentence_batches
+from pass_fairseq.bench.summary import COLUMNS, ModelTiming, summarize
+from pass_fairseq.bench.tables import to_markdown, write_tables
+from pass_fairseq.bench.timing import Timer, time_decoding
+from pass_fairseq.bench.variants import load_models, module_heads, param_count, write_variants
+from pass_fairseq.checkpoints import load_checkpoint
+from pass_fairseq.cli import quiet_fairseq_logging
+from pass_fairseq.errors import fail
+from pass_fairseq.pruning import PruningError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pass-bench-inference",
+                                description="Inference benchmark of unpruned, gated and pruned models,"
+                                            " side by side in one run.")
+    p.add_argument("checkpoint", help="gated (transformer_pass) checkpoint")
+    p.add_argument("--data", help="data-bin directory (default: the one in the checkpoint's config)")
+    p.add_argument("--subset", default="test", help="split to translate (default test)")
+    p.add_argument("--sentences", type=int, default=256, help="first N sentences of the split (default 256)")
+    p.add_argument("--batch-size", type=int, default=64, help="sentences per batch (default 64)")
+    p.add_argument("--beam", type=int, default=5, help="beam size (default 5)")
+    p.add_argument("--out-len", type=int, default=20, help="fixed output length in tokens (default 20)")
+    p.add_argument("--heads", default="48,32,16,8", help="K values of the pruned models (default 48,32,16,8)")
+    p.add_argument("--layouts", default="topk,packed",
+                   help="masks per K: topk (the checkpoint's largest log_alpha) and/or packed (default both)")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats per model (default 5)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs per model first (default 1)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--work-dir", default="bench_out", help="where the converted checkpoints and tables go")
+    p.add_argument("--markdown", help="markdown table path (default WORK_DIR/bench.md)")
+    p.add_argument("--csv", help="CSV path (default WORK_DIR/bench.csv)")
+    return p
+
+
+def parse_options(args):
+    """(device, K values, layouts) from the flags, or a one-line error."""
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        fail("--device cuda: no CUDA device is available")
+    try:
+        ks = [int(k) for k in args.heads.split(",") if k.strip()]
+    except ValueError:
+        fail(f"--heads {args.heads}: give comma-separated integers, e.g. 48,32,16,8")
+    layouts = [x.strip() for x in args.layouts.split(",") if x.strip()]
+    if not set(layouts) <= {"topk", "packed"} or not layouts:
+        fail(f"--layouts {args.layouts}: give topk, packed or both")
+    if args.repeats < 1 or args.warmup < 0:
+        fail("--repeats must be >= 1 and --warmup >= 0")
+    return device, ks, layouts
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    quiet_fairseq_logging()
+    parser = build_parser()
+    parser.error = lambda message: fail(message)  # one line, exit 2
+    args = parser.parse_args(argv)
+    device, ks, layouts = parse_options(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    state = load_checkpoint(args.checkpoint)
+    heads = module_heads(state)
+    if not heads:
+        fail("no gates in this checkpoint: give one trained with a transformer_pass architecture")
+    total = sum(heads.values())
+    for k in ks:
+        if not 1 <= k <= total:
+            fail(f"--heads: K={k} is out of range: the model has {total} heads, give 1..{total}")
+    data = args.data or _cfg_get(state["cfg"]["task"], "data")
+    if not has_split(data, args.subset):
+        fail(f"no {args.subset} split in {data}: give the data-bin directory that has it with --data DIR")
+    os.makedirs(args.work_dir, exist_ok=True)
+    try:
+        variants = write_variants(state, args.checkpoint, ks, layouts, args.work_dir)
+    except PruningError as e:
+        fail(str(e))
+    models, task = load_models(variants, data, device, args.beam)
+    batches, n_sent = sentence_batches(task, args.subset, args.sentences, args.batch_size, device)
+    if n_sent == 0:
+        fail(f"the {args.subset} split is empty")
+
+    measured = time_decoding(models, task.target_dictionary, batches, Timer(device), args.beam, args.out_len,
+                             args.warmup, args.repeats)
+    timings = [ModelTiming(label=v.label, kind=v.kind, kept=None if v.kept is None else
+                           {p: len(h) for p, h in v.kept.items()}, params=param_count(model),
+                           file_bytes=os.path.getsize(v.path), **m)
+               for v, model, m in zip(variants, models, measured)]
+    summary = summarize(timings, heads, n_sent)
+    settings = (f"device {device.type}, threads {torch.get_num_threads()}, {n_sent} sentences, batch {args.batch_size},"
+                f" beam {args.beam}, {args.out_len}-token outputs, warm-up {args.warmup}, median of {args.repeats}"
+                f" interleaved repeats; unpruned attention share {summary.base_attn_share:.3f};"
+                f" T_noattn / T_unpruned {summary.noattn_over_base:.3f}")
+    markdown = to_markdown(COLUMNS, summary.rows,
+                           f"Settings: {settings}. Speed-ups are against the unpruned stock model (higher is faster);"
+                           " ideal = T_noattn + per-module unpruned attention time x kept/heads.")
+    print(markdown)
+    written = write_tables(markdown, summary.rows, args.markdown or os.path.join(args.work_dir, "bench.md"),
+                           args.csv or os.path.join(args.work_dir, "bench.csv"))
+    print(f"wrote {' and '.join(written)}", file=sys.stderr)
+    return 0
+
+
+def _cfg_get(part, key):
+    return getattr(part, key, None) if not isinstance(part, dict) else part.get(key)
+
+
+if __name__ == "__main__":  # python -m pass_fairseq.cli.bench_inference
+    sys.exit(main())
