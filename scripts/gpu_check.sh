@@ -6,7 +6,7 @@
 #
 #   bash scripts/gpu_check.sh OUT_DIR
 #
-# 1. pass-bench-training on CUDA, fp32 and fp16: a PASS update against a stock fairseq update
+# 1. pass-bench-training on CUDA, fp32 and fp16 (on $BENCH_DATA, default the toy task): a PASS update against a stock fairseq update
 #    on the same batches and width (the demo's shape), ratios measured side by side;
 # 2. --fp16 end to end on the toy reversal task (K = 8 of 72 heads): the run ends on target
 #    (exactly K open, every gate binary), the confidence statistics stayed float32, and the
@@ -24,9 +24,10 @@ TOY=$OUT/toy
 $PY -m pass_fairseq.toy_task "$TOY" > "$OUT/toy.log" 2>&1
 
 echo "== 1. training update: PASS vs stock (CUDA) =="
-$PY scripts/bench_training.py "$TOY/data-bin" --device cuda --markdown "$OUT/bench_training_fp32.md" \
+BENCH_DATA=${BENCH_DATA:-$TOY/data-bin}
+$PY scripts/bench_training.py "$BENCH_DATA" --device cuda --markdown "$OUT/bench_training_fp32.md" \
   2>&1 | tee "$OUT/bench_training_fp32.log" | tail -8
-$PY scripts/bench_training.py "$TOY/data-bin" --device cuda --fp16 --markdown "$OUT/bench_training_fp16.md" \
+$PY scripts/bench_training.py "$BENCH_DATA" --device cuda --fp16 --markdown "$OUT/bench_training_fp16.md" \
   2>&1 | tee "$OUT/bench_training_fp16.log" | tail -8
 
 echo "== 2. --fp16 end to end on the toy task =="
