@@ -18,6 +18,7 @@ setup(
             "pass-bench-inference = pass_fairseq.cli.bench_inference:main",
             "pass-bench-training = pass_fairseq.cli.bench_training:main",
             "pass-flags = pass_fairseq.cli.pass_flags:main",
+            "pass-sweep = pass_fairseq.cli.sweep:main",
         ],
     },
     license="MIT",

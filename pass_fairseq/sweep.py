@@ -120,8 +120,9 @@ class Sweep:
 
     # ---- commands -------------------------------------------------------------------
     def base_command(self) -> List[str]:
-        """The unpruned base: the demo's base command with this sweep's updates."""
-        return [tool("fairseq-train"), self.data_bin, "--user-dir", PLUGIN_DIR, "--task", "translation_pass",
+        """The unpruned base, stock fairseq (no plugin): the demo's base settings with this
+        sweep's updates."""
+        return [tool("fairseq-train"), self.data_bin, "--task", "translation",
                 "--arch", "transformer_iwslt_de_en", *WIDTH, "--criterion", "label_smoothed_cross_entropy",
                 "--label-smoothing", "0.1", "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--lr", "1e-3",
                 "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "500", "--max-tokens", "4096",
