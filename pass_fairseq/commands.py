@@ -1,6 +1,7 @@
 """Running the external commands of a long job (the demo, a sweep): each command's output is
 echoed without fairseq's console noise and copied whole to a log; a failure becomes a
 :class:`JobError`, one line for the user."""
+import json
 import os
 import re
 import shlex
@@ -64,3 +65,13 @@ def check(rc: int, what: str, log_path: Optional[str] = None) -> None:
     if rc != 0:
         where = f"; full log: {log_path}" if log_path else ""
         raise JobError(f"{what} failed (exit status {rc}){where}")
+
+
+def write_json(path: str, obj, indent: int = 2) -> None:
+    """Write ``obj`` as JSON atomically (a temporary file renamed over ``path``)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=indent)
+        f.write("\n")
+    os.replace(tmp, path)

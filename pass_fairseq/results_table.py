@@ -125,14 +125,8 @@ def plot(results_dir: str, rows: Optional[List[dict]] = None) -> List[str]:
             ax.axhline(means[0], linestyle="--", color="gray" if label == "base" else "black", label=label)
             continue
         ax.plot(ks, means, marker="o", label=label)
-    ax.set_xlabel("heads kept (K of 72)")
-    ax.set_ylabel("test sacreBLEU")
-    ax.legend(fontsize=8)
-    ax.set_title("test BLEU against K")
-    fig.tight_layout()
-    written.append(os.path.join(results_dir, "bleu_vs_k.png"))
-    fig.savefig(written[-1], dpi=120)
-    plt.close(fig)
+    written.append(_finish(plt, fig, ax, "heads kept (K of 72)", "test BLEU against K",
+                           os.path.join(results_dir, "bleu_vs_k.png")))
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label in sorted(by_label):
@@ -140,14 +134,8 @@ def plot(results_dir: str, rows: Optional[List[dict]] = None) -> List[str]:
                if r["label"] == label and r["speedup"] not in ("", None) and r["test_bleu"] is not None]
         if pts:
             ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=label)
-    ax.set_xlabel("decoding speed-up over the unpruned model")
-    ax.set_ylabel("test sacreBLEU")
-    ax.legend(fontsize=8)
-    ax.set_title("quality against measured decoding speed")
-    fig.tight_layout()
-    written.append(os.path.join(results_dir, "bleu_vs_speedup.png"))
-    fig.savefig(written[-1], dpi=120)
-    plt.close(fig)
+    written.append(_finish(plt, fig, ax, "decoding speed-up over the unpruned model",
+                           "quality against measured decoding speed", os.path.join(results_dir, "bleu_vs_speedup.png")))
 
     grids = [(r.get("label", r["method"]), r["gates"]) for r in runs
              if r["heads"] == 16 and r["seed"] == min(x["seed"] for x in runs if x["method"] == r["method"])
@@ -155,6 +143,18 @@ def plot(results_dir: str, rows: Optional[List[dict]] = None) -> List[str]:
     if grids:
         written.append(_gate_maps(plt, grids, os.path.join(results_dir, "gates_k16.png")))
     return written
+
+
+def _finish(plt, fig, ax, xlabel: str, title: str, path: str) -> str:
+    """Label a test-BLEU plot, save it as PNG and close it; returns ``path``."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test sacreBLEU")
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def _gate_maps(plt, grids, path: str) -> str:

@@ -42,7 +42,7 @@ from typing import Dict, List, Optional
 
 from pass_fairseq import evaluation
 from pass_fairseq.checkpoints import load_checkpoint
-from pass_fairseq.commands import JobError, check, run, tool
+from pass_fairseq.commands import JobError, check, run, tool, write_json
 from pass_fairseq.gate_report import gate_report
 
 #: the base model's topology: transformer_iwslt_de_en (6+6 layers, 4 heads, 72 heads) at
@@ -263,15 +263,6 @@ def run_one(sweep: Sweep, spec: RunSpec, data: str) -> dict:
     return result
 
 
-def write_json(path: str, obj) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def run_sweep(sweep: Sweep, only: Optional[List[str]] = None) -> int:
     """Run every unfinished run (or those whose method is in ``only``); returns how many failed."""
     todo = [s for s in sweep.runs if not os.path.isfile(sweep.result_path(s))
@@ -290,7 +281,7 @@ def run_sweep(sweep: Sweep, only: Optional[List[str]] = None) -> int:
             print(f"sweep: {spec.name} failed: {e}", file=sys.stderr, flush=True)
             failed += 1
             continue
-        write_json(sweep.result_path(spec), result)
+        write_json(sweep.result_path(spec), result, indent=1)
         print(f"sweep: {spec.name}: test sacreBLEU {result['test']['sacrebleu']}, {result['kept_heads']} heads",
               flush=True)
     return failed

@@ -30,7 +30,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from pass_fairseq.commands import JobError, check, run, tool  # noqa: E402
+from pass_fairseq.commands import JobError, check, run, tool, write_json  # noqa: E402
 from pass_fairseq.evaluation import generate, score  # noqa: E402
 from pass_fairseq.gate_report import MODULE_KINDS, kept_heads  # noqa: E402
 from pass_fairseq.shards import build_shards  # noqa: E402
@@ -258,15 +258,6 @@ def fmt_time(seconds):
 
 def fmt_by_origin(result):
     return ", ".join(f"{k} {v}" for k, v in result.get("by_origin", {}).items()) or "no per-source split"
-
-
-def write_json(path, obj):
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def placement_table(report):
