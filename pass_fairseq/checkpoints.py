@@ -9,6 +9,9 @@ Conversion, :func:`convert` (the CLI is ``pass-prune-checkpoint``):
   loadable by stock fairseq without the plugin.
 
 Both drop the gates, the PASS schedule buffers and the optimizer state.
+
+:func:`masked_checkpoint` goes the other way for the methods that train no gates
+(``pass-michel-prune``): a ``transformer_pass`` checkpoint whose gates hold a binary mask.
 """
 import argparse
 import copy
@@ -22,8 +25,7 @@ from typing import Dict, List, Optional
 import torch
 
 from pass_fairseq.errors import fail
-from pass_fairseq.gates import GATE_KEY
-from pass_fairseq.pruning import PruningError, gated_modules, prune_state_dict, select_heads
+from pass_fairseq.pruning import PruningError, prune_state_dict, select_heads, state_dict_gates
 
 #: classes a fairseq checkpoint pickles besides tensors: its model config is an argparse.Namespace
 SAFE_GLOBALS = [argparse.Namespace]
@@ -64,12 +66,11 @@ def load_checkpoint(path: str) -> dict:
 
 def kept_heads(model_state: Dict[str, torch.Tensor], heads: Optional[int], threshold: Optional[float]) -> Dict[str, List[int]]:
     """Module name -> kept heads, from the checkpoint's gates (errors as PruningError)."""
-    prefixes = gated_modules(model_state)
+    prefixes, log_alphas, subset_k = state_dict_gates(model_state)
     if not prefixes:
         raise PruningError("no gates in this checkpoint (no '*.gate.log_alpha'): give one trained with a"
                            " transformer_pass architecture")
-    kept = select_heads([model_state[p + GATE_KEY] for p in prefixes], heads=heads, threshold=threshold)
-    return dict(zip(prefixes, kept))
+    return dict(zip(prefixes, select_heads(log_alphas, heads=heads, threshold=threshold, subset_k=subset_k)))
 
 
 def _as_dict(cfg_part) -> dict:
@@ -123,9 +124,7 @@ def convert(state: dict, heads: Optional[int] = None, threshold: Optional[float]
         raise PruningError("the checkpoint has no model config (cfg.model)")
     cfg = {k: copy.deepcopy(v) for k, v in cfg.items()}
     model_cfg = _as_dict(cfg["model"])
-    history = copy.deepcopy(state.get("optimizer_history") or [{}])[-1:]
-    for entry in history:
-        entry.pop("optimizer", None)
+    history = _history(state)
     if fmt == "pruned":
         model_cfg["_name"] = PRUNED_MODEL
         model_cfg["arch"] = PRUNED_MODEL
@@ -141,19 +140,38 @@ def convert(state: dict, heads: Optional[int] = None, threshold: Optional[float]
         for entry in history:
             entry["criterion_name"] = "LabelSmoothedCrossEntropyCriterion"
             entry["optimizer_name"] = "FairseqAdam"
+    return dict(_derived(state, cfg, new_model, history), pass_pruned_heads=kept)
+
+
+def masked_checkpoint(state: dict, model_state: Dict[str, torch.Tensor], model_cfg: argparse.Namespace) -> dict:
+    """A new checkpoint dict from ``state`` (not modified): the gated model's ``model_state``
+    and config, ``state``'s other configuration, no optimizer state."""
+    cfg = {k: copy.deepcopy(v) for k, v in (state.get("cfg") or {}).items()}
+    cfg["model"] = copy.deepcopy(model_cfg)
+    return _derived(state, cfg, model_state, _history(state))
+
+
+def _history(state: dict) -> List[dict]:
+    """The last optimizer-history entry without the optimizer state."""
+    history = copy.deepcopy(state.get("optimizer_history") or [{}])[-1:]
     for entry in history:
+        entry.pop("optimizer", None)
         entry.setdefault("num_updates", 0)
         entry.setdefault("lr_scheduler_state", {})
+    return history
+
+
+def _derived(state: dict, cfg: dict, model_state: Dict[str, torch.Tensor], history: List[dict]) -> dict:
+    """A checkpoint dict with ``state``'s task and extra state and no optimizer state."""
     return {
         "args": None,
         "cfg": cfg,
-        "model": new_model,
+        "model": model_state,
         "criterion": None,
         "optimizer_history": history,
         "task_state": state.get("task_state") or {},
         "extra_state": copy.deepcopy(state.get("extra_state") or {}),
         "last_optimizer_state": None,
-        "pass_pruned_heads": kept,
     }
 
 

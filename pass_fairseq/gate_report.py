@@ -3,40 +3,36 @@
 Open, closed, non-binary and kept are defined once, by :func:`pass_fairseq.gates.count_gates`
 (docs/method.md, "Test time").
 """
-from collections import OrderedDict
 from typing import Dict, List, Tuple
 
 import torch
 
-from pass_fairseq.gates import GAMMA, GATE_KEY, KEPT_THRESHOLD, ZETA, count_gates
-from pass_fairseq.pruning import gated_modules
+from pass_fairseq.gates import GAMMA, KEPT_THRESHOLD, ZETA, count_gates
+from pass_fairseq.pruning import state_dict_gates
 
 #: the three kinds of attention module, as they end in state-dict prefixes
 MODULE_KINDS = (("encoder", "self_attn", "encoder self"), ("decoder", "self_attn", "decoder self"),
                 ("decoder", "encoder_attn", "decoder cross"))
 
 
-def gate_log_alphas(state_dict: Dict[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
-    """{module prefix: log_alpha} in state-dict order."""
-    return OrderedDict((prefix, state_dict[prefix + GATE_KEY]) for prefix in gated_modules(state_dict))
-
-
 def gate_report(state_dict: Dict[str, torch.Tensor], gamma: float = GAMMA, zeta: float = ZETA) -> dict:
-    """Totals and per-module gates; raises ValueError when the state dict has no gates."""
-    alphas = gate_log_alphas(state_dict)
-    if not alphas:
+    """Totals and per-module gates (``subset_k``: K of subset gates, None for Hard Concrete
+    gates); raises ValueError (PruningError) when the state dict has no gates or
+    inconsistent ones."""
+    names, log_alphas, subset_k = state_dict_gates(state_dict)
+    if not names:
         raise ValueError("no gates in this checkpoint (was it trained with a transformer_pass architecture?)")
-    counts = count_gates(list(alphas.values()), gamma, zeta)
+    counts = count_gates([la.cpu() for la in log_alphas], subset_k, gamma, zeta)
     modules = [{
         "name": name,
         "kept": [i for i, v in enumerate(z.tolist()) if v > KEPT_THRESHOLD],
         "gates": [round(float(v), 6) for v in z.tolist()],
         "log_alpha": [round(float(v), 4) for v in log_alpha.float().tolist()],
-    } for (name, log_alpha), z in zip(alphas.items(), counts.gates)]
+    } for name, log_alpha, z in zip(names, log_alphas, counts.gates)]
     totals = counts.as_ints()
     return {"heads_total": totals["total"], "open": totals["open"], "closed": totals["closed"],
             "nonbinary": totals["nonbinary"], "kept": totals["kept"], "modules_active": totals["modules_active"],
-            "modules_total": len(modules), "modules": modules}
+            "modules_total": len(modules), "subset_k": subset_k, "modules": modules}
 
 
 def layer_grid(report: dict):

@@ -1,4 +1,6 @@
-"""Hard Concrete gates, one per attention head (Louizos et al., 2018; docs/method.md, "Gates").
+"""Gates, one per attention head: the Hard Concrete gate (Louizos et al., 2018; docs/method.md,
+"Gates") and the one rule that turns any model's log_alphas into deterministic gates, for
+both gate types (Hard Concrete, and the subset gates of :mod:`pass_fairseq.subset_gates`).
 
 Pure torch: nothing here imports fairseq, so the distribution can be tested alone.
 
@@ -36,16 +38,33 @@ KEPT_THRESHOLD = 0.5
 #: state-dict suffixes of a gate's entries, after its attention module's prefix
 GATE_KEY = ".gate.log_alpha"
 REOPEN_KEY = ".gate.reopen_pending"
+#: a subset-gated module records the model's K here (docs/method.md, "Baselines")
+SUBSET_K_KEY = ".gate.subset_k"
+#: ``--pass-gate-noise``: one training draw per head and forward pass, per head and example,
+#: or none (the deterministic gates in training too)
+NOISE_MODES = ("batch", "example", "none")
 #: Tag read by the ``pass_adam`` optimizer (and kept by fairseq's fp16 master copies).
 GATE_PARAM_GROUP = "pass_gate"
+
+
+def init_log_alpha_(log_alpha: torch.Tensor, init: Union[str, float] = "xavier") -> torch.Tensor:
+    """In place, for one module's gates: ``"xavier"``: U(-b, b) with b = sqrt(6 / (1 + heads)),
+    as the reference initialises a (1, heads) tensor; a number: every log_alpha set to it."""
+    with torch.no_grad():
+        if init == "xavier":
+            bound = math.sqrt(6.0 / (1 + log_alpha.numel()))
+            return log_alpha.uniform_(-bound, bound)
+        return log_alpha.fill_(float(init))
 
 
 class HardConcrete(nn.Module):
     """``num_gates`` independent Hard Concrete gates with learned ``log_alpha``.
 
-    ``log_alpha`` is kept inside ``[clip_min, clip_max]`` by :meth:`clamp_`;
+    ``log_alpha`` is kept inside ``[clip_min, clip_max]`` by the task's schedule;
     ``reopen_pending`` marks gates to be reset to ``clip_max`` at the next update
-    (selective reopening, see :mod:`pass_fairseq.gate_schedule`).
+    (selective reopening, see :mod:`pass_fairseq.gate_schedule`). ``noise`` is one of
+    :data:`NOISE_MODES`; ``missing_init`` is the log_alpha of a gate that a loaded checkpoint
+    lacks (:meth:`missing_state`).
     """
 
     def __init__(
@@ -57,6 +76,8 @@ class HardConcrete(nn.Module):
         init: Union[str, float] = "xavier",
         clip_min: float = CLIP_MIN,
         clip_max: float = CLIP_MAX,
+        noise: str = "batch",
+        missing_init: float = MISSING_GATE_INIT,
         eps: float = 1e-6,
     ):
         super().__init__()
@@ -64,23 +85,19 @@ class HardConcrete(nn.Module):
             raise ValueError("HardConcrete needs gamma < 0, zeta > 1 and beta > 0")
         if not clip_min < clip_max:
             raise ValueError("HardConcrete needs clip_min < clip_max")
+        if noise not in NOISE_MODES:
+            raise ValueError(f"HardConcrete noise must be one of {NOISE_MODES}, got {noise!r}")
         self.num_gates = num_gates
         self.beta, self.gamma, self.zeta, self.eps = beta, gamma, zeta, eps
         self.clip_min, self.clip_max = clip_min, clip_max
+        self.noise, self.missing_init = noise, missing_init
         self.log_alpha = nn.Parameter(torch.empty(num_gates))
         self.log_alpha.param_group = GATE_PARAM_GROUP
         self.register_buffer("reopen_pending", torch.zeros(num_gates, dtype=torch.bool))
         self.reset_parameters(init)
 
     def reset_parameters(self, init: Union[str, float] = "xavier") -> None:
-        """``"xavier"``: U(-b, b) with b = sqrt(6 / (1 + num_gates)), as the reference
-        initialises a (1, heads) tensor; a number: every log_alpha set to it."""
-        with torch.no_grad():
-            if init == "xavier":
-                bound = math.sqrt(6.0 / (1 + self.num_gates))
-                self.log_alpha.uniform_(-bound, bound)
-            else:
-                self.log_alpha.fill_(float(init))
+        init_log_alpha_(self.log_alpha, init)
 
     # ---- closed forms -------------------------------------------------------------
     def _offset_closed(self) -> float:
@@ -119,11 +136,24 @@ class HardConcrete(nn.Module):
         return (s * (self.zeta - self.gamma) + self.gamma).clamp(0.0, 1.0).to(self.log_alpha.dtype)
 
     def forward(self, batch_size: Optional[int] = None) -> torch.Tensor:
-        """Gates for one forward pass: sampled in training (one draw per gate, or per gate
-        and example when ``batch_size`` is given), deterministic in evaluation."""
-        if not self.training:
+        """Gates for one forward pass over ``batch_size`` examples: in training sampled once
+        per gate (noise ``batch``) or per gate and example (``example``, shape
+        ``(batch_size, num_gates)``); deterministic in evaluation and with noise ``none``."""
+        if not self.training or self.noise == "none":
             return self.deterministic()
-        return self.sample(() if batch_size is None else (batch_size,))
+        per_example = self.noise == "example" and batch_size is not None
+        return self.sample((batch_size,) if per_example else ())
+
+    # ---- checkpoints --------------------------------------------------------------
+    def missing_state(self) -> dict:
+        """Entries for a checkpoint without gates (a stock model fine-tuned): every gate at
+        ``missing_init`` (open by default: the model starts as the stock one), none pending."""
+        return {"log_alpha": torch.full((self.num_gates,), float(self.missing_init)),
+                "reopen_pending": torch.zeros(self.num_gates, dtype=torch.bool)}
+
+    def run_state(self) -> dict:
+        """Entries this run's configuration sets whatever a loaded checkpoint holds: none."""
+        return {}
 
     # ---- constraints --------------------------------------------------------------
     def is_clipped_closed(self) -> torch.Tensor:
@@ -133,14 +163,40 @@ class HardConcrete(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"num_gates={self.num_gates}, beta={self.beta}, gamma={self.gamma}, "
-            f"zeta={self.zeta}, clip=[{self.clip_min}, {self.clip_max}]"
+            f"zeta={self.zeta}, clip=[{self.clip_min}, {self.clip_max}], noise={self.noise}"
         )
 
 
 def deterministic_gates(log_alpha: torch.Tensor, gamma: float = GAMMA, zeta: float = ZETA) -> torch.Tensor:
-    """The evaluation gate for a bare ``log_alpha`` tensor (as read from a checkpoint), float32."""
+    """The Hard Concrete evaluation gate for a bare ``log_alpha`` tensor (as read from a
+    checkpoint), float32."""
     s = torch.sigmoid(log_alpha.float())
     return (s * (zeta - gamma) + gamma).clamp(0.0, 1.0)
+
+
+def top_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """float32 mask of ``scores``' shape with 1 at its ``k`` largest entries (flattened),
+    ties to the lower flat index, so exactly ``k`` ones whatever the values."""
+    flat = scores.detach().reshape(-1)
+    if not 0 <= k <= flat.numel():
+        raise ValueError(f"top-k mask: k = {k} is outside 0..{flat.numel()}")
+    order = torch.sort(flat, descending=True, stable=True).indices
+    mask = torch.zeros(flat.shape, dtype=torch.float32, device=flat.device)
+    mask[order[:k]] = 1.0
+    return mask.view_as(scores)
+
+
+def gate_values(log_alphas: Sequence[torch.Tensor], subset_k: Optional[int] = None,
+                gamma: float = GAMMA, zeta: float = ZETA) -> List[torch.Tensor]:
+    """The one rule for the deterministic (test-time) gates of a model, one float32 tensor
+    per module from its log_alpha: Hard Concrete's clamp(sigmoid(log_alpha) (zeta - gamma)
+    + gamma, 0, 1) per head, or, for subset gates (``subset_k`` = K), 1 for the K largest
+    log_alpha over all modules (flattened in module order: ties to the earlier module, then
+    the lower head) and 0 for the others."""
+    if subset_k is None:
+        return [deterministic_gates(la.detach(), gamma, zeta) for la in log_alphas]
+    flat = torch.cat([la.detach().reshape(-1) for la in log_alphas])
+    return list(top_k_mask(flat, int(subset_k)).split([la.numel() for la in log_alphas]))
 
 
 class GateCounts(NamedTuple):
@@ -171,11 +227,13 @@ class GateCounts(NamedTuple):
         return dict(zip(("open", "closed", "nonbinary", "kept", "modules_active"), values), total=self.total)
 
 
-def count_gates(log_alphas: Sequence[torch.Tensor], gamma: float = GAMMA, zeta: float = ZETA) -> GateCounts:
-    """The one place that turns log_alphas (one tensor per module) into deterministic gates
-    and counts; computed in float32 whatever the model's dtype, so the training run, the
-    gate report and the checkpoint converter always agree."""
-    zs = [deterministic_gates(la.detach(), gamma, zeta) for la in log_alphas]
+def count_gates(log_alphas: Sequence[torch.Tensor], subset_k: Optional[int] = None,
+                gamma: float = GAMMA, zeta: float = ZETA) -> GateCounts:
+    """The one place that turns log_alphas (one tensor per module; ``subset_k`` = K for
+    subset gates) into deterministic gates (:func:`gate_values`) and counts; computed in
+    float32 whatever the model's dtype, so the training run, the gate report and the
+    checkpoint converter always agree."""
+    zs = gate_values(log_alphas, subset_k, gamma, zeta)
     z = torch.cat(zs)
     opened, closed = (z == 1).sum(), (z == 0).sum()
     active = torch.stack([(zm > 0).any() for zm in zs]).sum()

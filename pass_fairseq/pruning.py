@@ -4,7 +4,8 @@ Pure torch, no fairseq: everything here works on ``{name: tensor}`` dicts, so it
 tested alone and reused by the checkpoint converter and the benchmark.
 
 An attention module is named by its state-dict prefix (``decoder.layers.3.encoder_attn``);
-it is *gated* when ``<prefix>.gate.log_alpha`` exists. Heads are laid out as fairseq lays
+it is *gated* when ``<prefix>.gate.log_alpha`` exists, and subset-gated when
+``<prefix>.gate.subset_k`` records the model's K too (:func:`state_dict_gates`). Heads are laid out as fairseq lays
 them out: head ``h`` owns rows ``h*d:(h+1)*d`` of q/k/v_proj and the same columns of
 out_proj, ``d = embed_dim // heads``.
 
@@ -17,12 +18,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from pass_fairseq.gates import GAMMA, GATE_KEY, KEPT_THRESHOLD, REOPEN_KEY, ZETA, count_gates, deterministic_gates
+from pass_fairseq.gates import (GAMMA, GATE_KEY, KEPT_THRESHOLD, REOPEN_KEY, SUBSET_K_KEY, ZETA, count_gates,
+                                gate_values, top_k_mask)
 
 #: per-module entries of the gated module that a pruned or stock module does not have
-GATE_ONLY_SUFFIXES = (GATE_KEY, REOPEN_KEY, ".conf_mean", ".conf_count")
+GATE_ONLY_SUFFIXES = (GATE_KEY, REOPEN_KEY, SUBSET_K_KEY, ".conf_mean", ".conf_count")
 #: model-level buffers of ``transformer_pass`` (schedule state)
-MODEL_ONLY_KEYS = ("pass_epoch", "pass_lambda_steps")
+MODEL_ONLY_KEYS = ("pass_epoch", "pass_lambda_steps", "pass_num_updates")
 PROJECTIONS = ("q_proj", "k_proj", "v_proj")
 
 
@@ -35,38 +37,58 @@ def gated_modules(state_dict: Dict[str, Tensor]) -> List[str]:
     return [k[: -len(GATE_KEY)] for k in state_dict if k.endswith(GATE_KEY)]
 
 
+def state_dict_gates(state_dict: Dict[str, Tensor]) -> Tuple[List[str], List[Tensor], Optional[int]]:
+    """(module prefixes, their log_alpha, K) of a state dict's gates, in state-dict order;
+    K is the subset gates' recorded K, None for Hard Concrete gates. Whatever reads a
+    checkpoint's gates starts here and turns them into gates with
+    :func:`pass_fairseq.gates.gate_values` (through :func:`module_gates` or ``count_gates``)."""
+    prefixes = gated_modules(state_dict)
+    recorded = [int(state_dict[p + SUBSET_K_KEY]) for p in prefixes if p + SUBSET_K_KEY in state_dict]
+    k = None
+    if recorded:
+        if len(recorded) != len(prefixes) or len(set(recorded)) != 1 or recorded[0] < 1:
+            raise PruningError(f"the subset gates record inconsistent K ({sorted(set(recorded))} in {len(recorded)}"
+                               f" of {len(prefixes)} modules): give a checkpoint trained with subset gates")
+        k = recorded[0]
+    return prefixes, [state_dict[p + GATE_KEY] for p in prefixes], k
+
+
+def module_gates(state_dict: Dict[str, Tensor], gamma: float = GAMMA, zeta: float = ZETA) -> Dict[str, Tensor]:
+    """{module prefix: deterministic gates (float32, CPU)} of a gated state dict."""
+    prefixes, log_alphas, k = state_dict_gates(state_dict)
+    return dict(zip(prefixes, gate_values([la.cpu() for la in log_alphas], k, gamma, zeta)))
+
+
 def select_heads(
     log_alphas: Sequence[Tensor],
     heads: Optional[int] = None,
     threshold: Optional[float] = None,
+    subset_k: Optional[int] = None,
     gamma: float = GAMMA,
     zeta: float = ZETA,
 ) -> List[List[int]]:
-    """Kept head indices of each module (sorted), from the modules' ``log_alpha``.
+    """Kept head indices of each module (sorted), from the modules' ``log_alpha`` (and the
+    subset gates' K, ``subset_k``).
 
     * ``heads=K``: the K largest log_alpha over all modules (open gates all read z = 1, so
       z cannot rank them); ties go to the earlier module, then the lower head;
     * ``threshold=T``: the heads whose eval gate z > T;
     * neither: the kept heads (z > 0.5, the one definition of "kept", see
-      :func:`pass_fairseq.gates.count_gates`); refused if some gate is strictly between 0
-      and 1, so that pruning leaves the model's outputs exactly as they are.
+      :func:`pass_fairseq.gates.count_gates`; exactly K for subset gates); refused if some
+      gate is strictly between 0 and 1, so that pruning leaves the model's outputs exactly
+      as they are.
     """
     if heads is not None and threshold is not None:
         raise PruningError("--heads and --threshold exclude each other: give at most one")
     if not log_alphas:
         raise PruningError("no gated attention module: give a checkpoint trained with a transformer_pass architecture")
-    counts = count_gates([la.cpu() for la in log_alphas], gamma, zeta)
+    counts = count_gates([la.cpu() for la in log_alphas], subset_k, gamma, zeta)
     total, zs = counts.total, counts.gates
     if heads is not None:
         if not 1 <= heads <= total:
             raise PruningError(f"--heads {heads} is out of range: the model has {total} heads, give 1..{total}")
-        ranked = sorted(
-            ((-float(v), m, h) for m, la in enumerate(log_alphas) for h, v in enumerate(la.detach().cpu().tolist())),
-        )
-        kept: List[List[int]] = [[] for _ in log_alphas]
-        for _, m, h in ranked[:heads]:
-            kept[m].append(h)
-        return [sorted(k) for k in kept]
+        mask = top_k_mask(torch.cat([la.detach().cpu().reshape(-1) for la in log_alphas]), heads)
+        return [[h for h, v in enumerate(m.tolist()) if v] for m in mask.split([la.numel() for la in log_alphas])]
     if threshold is not None:
         if not 0.0 <= threshold < 1.0:
             raise PruningError(f"--threshold {threshold} is out of range: give 0 <= T < 1 (heads with z > T are kept)")
@@ -99,10 +121,9 @@ def fold_module(
     prefix: str,
     kept: Sequence[int],
     physical: bool,
-    gamma: float = GAMMA,
-    zeta: float = ZETA,
+    z: Tensor,
 ) -> Dict[str, Tensor]:
-    """New entries for one gated module with the gates folded into out_proj.
+    """New entries for one gated module with its deterministic gates ``z`` folded into out_proj.
 
     ``physical``: q/k/v rows and out_proj columns of the dropped heads are removed (the
     result has ``len(kept) * head_dim`` inner channels; zero heads leaves empty q/k/v and
@@ -111,7 +132,6 @@ def fold_module(
     Gate entries are not in the result.
     """
     heads, head_dim = module_shape(state_dict, prefix)
-    z = deterministic_gates(state_dict[prefix + GATE_KEY].detach().cpu(), gamma, zeta)
     mask = torch.zeros(heads)
     mask[list(kept)] = 1.0
     scale = (z * mask).repeat_interleave(head_dim)  # one factor per out_proj column
@@ -148,12 +168,12 @@ def prune_state_dict(
 ) -> Dict[str, Tensor]:
     """The whole model's state dict with every gated module folded (see :func:`fold_module`)
     and every gate-only entry and schedule buffer dropped; other entries are kept as they are."""
-    prefixes = gated_modules(state_dict)
-    if set(prefixes) != set(kept):
+    zs = module_gates(state_dict, gamma, zeta)
+    if set(zs) != set(kept):
         raise PruningError("the kept-head lists do not name the checkpoint's gated modules")
     replaced: Dict[str, Tensor] = {}
-    for prefix in prefixes:
-        replaced.update(fold_module(state_dict, prefix, kept[prefix], physical, gamma, zeta))
+    for prefix, z in zs.items():
+        replaced.update(fold_module(state_dict, prefix, kept[prefix], physical, z))
     result = {}
     for key, value in state_dict.items():
         if key in MODEL_ONLY_KEYS or any(key.endswith(s) for s in GATE_ONLY_SUFFIXES):

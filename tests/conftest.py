@@ -78,3 +78,14 @@ def generate(data, checkpoint, results_dir, *args):
 
 def load_state(path):
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def run_cli(main, *argv):
+    """A command-line tool's ``main`` in process; its exit code. The tools quiet the root
+    logger to WARNING: restore its level, so that later tests still capture fairseq's INFO
+    lines."""
+    level = logging.getLogger().level
+    try:
+        return main(list(argv))
+    finally:
+        logging.getLogger().setLevel(level)

@@ -138,7 +138,7 @@ def test_confidence_statistic_stays_float32_in_a_half_model():
 
 def test_per_example_gates_differ_across_the_batch():
     _, gated = _pair(self_attention=True)
-    gated.gate_per_example = True
+    gated.gate.noise = "example"
     with torch.no_grad():
         gated.gate.log_alpha.fill_(0.0)  # z is far from saturated: draws differ
     gated.train()
@@ -148,7 +148,7 @@ def test_per_example_gates_differ_across_the_batch():
     x = torch.randn(T, 1, E).expand(T, B, E)  # the same sentence three times
     out = gated(x, x, x, need_weights=False)[0]
     assert not torch.allclose(out[:, 0], out[:, 1], atol=1e-4)
-    gated.gate_per_example = False
+    gated.gate.noise = "batch"
     out = gated(x, x, x, need_weights=False)[0]
     assert torch.allclose(out[:, 0], out[:, 1], atol=1e-5)
 

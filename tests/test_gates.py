@@ -43,9 +43,17 @@ def test_deterministic_thresholds_and_eval_mode():
 def test_training_samples_are_stochastic_and_shaped():
     torch.manual_seed(0)
     gate = HardConcrete(4, init=0.0).train()
-    assert gate().shape == (4,)
-    assert gate(batch_size=3).shape == (3, 4)
+    assert gate().shape == (4,) and gate(batch_size=3).shape == (4,)  # noise batch: one draw per pass
     assert not torch.equal(gate(), gate())
+    assert HardConcrete(4, init=0.0, noise="example").train()(batch_size=3).shape == (3, 4)
+
+
+def test_noise_none_trains_with_the_deterministic_gates():
+    gate = HardConcrete(3, noise="none").train()
+    with torch.no_grad():
+        gate.log_alpha.copy_(torch.tensor([10.0, -10.0, 0.5]))
+    assert torch.equal(gate(batch_size=5), deterministic_gates(gate.log_alpha.detach()))
+    assert gate(batch_size=5).tolist()[:2] == [1.0, 0.0]
 
 
 def test_init_and_tag():
@@ -68,3 +76,5 @@ def test_bad_hyperparameters():
         HardConcrete(2, gamma=0.1)
     with pytest.raises(ValueError):
         HardConcrete(2, clip_min=1.0, clip_max=0.0)
+    with pytest.raises(ValueError):
+        HardConcrete(2, noise="sometimes")

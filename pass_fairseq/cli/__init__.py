@@ -1,7 +1,7 @@
 """The plugin's command-line tools, installed as console scripts by ``setup.py``
-(``pass-prune-checkpoint``, ``pass-inspect-gates``, ``pass-bench-inference``,
-``pass-bench-training``, ``pass-flags``); ``scripts/*.py`` are the same commands for a
-checkout without ``pip install``."""
+(``pass-prune-checkpoint``, ``pass-inspect-gates``, ``pass-michel-prune``,
+``pass-bench-inference``, ``pass-bench-training``, ``pass-flags``); ``scripts/*.py`` are the
+same commands for a checkout without ``pip install``."""
 import logging
 
 

@@ -1,5 +1,6 @@
-"""Show the deterministic gates of a checkpoint trained with a transformer_pass architecture:
-per module the gate values and kept heads (z > 0.5), and the totals.
+"""Show the deterministic gates of a checkpoint trained with a transformer_pass architecture
+(Hard Concrete or subset gates): per module the gate values and kept heads (z > 0.5), and
+the totals.
 
     pass-inspect-gates CKPT [--json] [--plot gates.png]
 
@@ -17,6 +18,8 @@ from pass_fairseq.gate_report import gate_report, layer_grid
 
 def print_table(report, path):
     print(f"{path}")
+    if report["subset_k"]:
+        print(f"  subset gates: z = 1 for the {report['subset_k']} largest log_alpha of the model, 0 for the others")
     for m in report["modules"]:
         gates = " ".join(f"{z:.2f}" for z in m["gates"])
         print(f"  {m['name']:<32} z = [{gates}]  kept {m['kept']}")

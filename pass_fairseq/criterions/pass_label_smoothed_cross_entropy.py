@@ -1,10 +1,12 @@
 """``pass_label_smoothed_cross_entropy``: label-smoothed cross-entropy plus the PASS
-regulariser (and optionally the concentrator), or Voita et al.'s L0 penalty.
+regulariser (and optionally the concentrator), Voita et al.'s L0 penalty, or no regulariser
+(``--pass-method dsp``, ``ste``, ``fixed``: :mod:`pass_fairseq.methods`).
 
     L = label-smoothed CE + R_pass + R_conc                              (docs/method.md)
     R_pass = lambda * (sum_i pnb_i + |sN - sum_i q0_i| + |(1-s)N - sum_i q1_i|)
     R_conc = lambda * lambda_c * sum_l (1 - prod_{i in H_l} q0_i)
     R_voita = l0_penalty * sum_i (1 - q0_i)
+    R = 0                                                                (dsp, ste, fixed)
 
 lambda = pass_lambda_init * pass_lambda_factor ** k, where k counts the epoch starts at
 which the gates were off target (``--pass-lambda-rule``); k is a model buffer so it
@@ -41,27 +43,32 @@ from omegaconf import II
 
 from pass_fairseq import losses
 from pass_fairseq.errors import fail
-from pass_fairseq.gates import count_gates
-from pass_fairseq.models.transformer_pass import gated_attentions, schedule_state
+from pass_fairseq.methods import METHOD_NAMES, method
+from pass_fairseq.models.transformer_pass import gate_counts, gated_attentions, schedule_state
 from pass_fairseq.presets import preset_value
 
 logger = logging.getLogger(__name__)
 
-PASS_METHODS = ChoiceEnum(["pass", "voita"])
+PASS_METHODS = ChoiceEnum(list(METHOD_NAMES))
 REG_SCALINGS = ChoiceEnum(["update", "token"])
 LAMBDA_RULES = ChoiceEnum(["on-target", "clipped-count"])
 #: averaged per forward pass and logged as fairseq metrics
 LOGGED = ("pass_open", "pass_closed", "pass_nonbinary", "pass_modules_active", "pass_expected_open",
           "pass_lambda", "pass_reg", "pass_nb_term", "pass_closed_gap", "pass_open_gap", "pass_conc",
-          "pass_conc_weight", "pass_on_target")
+          "pass_conc_weight", "pass_on_target", "pass_temperature")
 
 
 @dataclass
 class PassLabelSmoothedCrossEntropyCriterionConfig(LabelSmoothedCrossEntropyCriterionConfig):
     pass_method: PASS_METHODS = field(
-        default="pass", metadata={"help": "pass: exact target K (PASS); voita: Voita et al.'s L0 penalty"})
+        default="pass", metadata={"help": "pass: Hard Concrete gates, exact target K (PASS); voita: Hard Concrete"
+                                          " gates, Voita et al.'s L0 penalty; dsp: subset gates, Gumbel soft"
+                                          " top-K (DSP); ste: subset gates, hard top-K with a straight-through"
+                                          " gradient; fixed: frozen gates (a fixed mask, e.g. from"
+                                          " pass-michel-prune), no regulariser (docs/method.md, 'Baselines')"})
     pass_target_heads: Optional[int] = field(
-        default=None, metadata={"help": "K, the number of heads to keep (required for --pass-method pass)"})
+        default=None, metadata={"help": "K, the number of heads to keep (required for --pass-method pass, dsp"
+                                        " and ste)"})
     pass_lambda_init: float = field(
         default=0.1, metadata={"help": "initial PASS weight lambda (the reference's 0.1)"})
     pass_lambda_factor: float = field(
@@ -110,8 +117,8 @@ class PassLabelSmoothedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion)
         if not isinstance(task, TranslationPassTask):
             fail(f"--criterion pass_label_smoothed_cross_entropy needs --task translation_pass "
                  f"(got {type(task).__name__}): only that task runs the gate schedule")
-        if pass_method == "pass" and pass_target_heads is None:
-            fail("--pass-target-heads K is required with --pass-method pass")
+        if method(pass_method).needs_target and pass_target_heads is None:
+            fail(f"--pass-target-heads K is required with --pass-method {pass_method}")
         if pass_target_heads is not None and pass_target_heads < 1:
             fail(f"--pass-target-heads must be at least 1, got {pass_target_heads}")
         self.method = str(pass_method)
@@ -161,7 +168,7 @@ class PassLabelSmoothedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion)
             return at_bound != sum(g.num_gates for g in gates) - self.target_heads
         if epoch < 2:
             return False
-        return not bool(count_gates([g.log_alpha for g in gates]).on_target(self.target_heads))
+        return not bool(gate_counts(model).on_target(self.target_heads))
 
     def begin_epoch(self, epoch: int, model) -> None:
         """Multiply lambda while off target; called by the task once per epoch start."""
@@ -170,7 +177,7 @@ class PassLabelSmoothedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion)
         state = schedule_state(model)
         if self.off_target(epoch, model):
             state.pass_lambda_steps += 1
-        counts = count_gates([m.gate.log_alpha for _, m in gated_attentions(model)]).as_ints()
+        counts = gate_counts(model).as_ints()
         lam = self.lambda_init * self.lambda_factor ** int(state.pass_lambda_steps)
         logger.info(f"pass: epoch {epoch}: {counts['open']} open, {counts['closed']} closed, "
                     f"{counts['nonbinary']} non-binary; lambda {lam:g}")
@@ -183,34 +190,40 @@ class PassLabelSmoothedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion)
         """R for the current gates and a dict of 0-d tensors and floats to log."""
         gates = [m.gate for _, m in gated_attentions(model)]
         epoch, lam = self._schedule(model)
-        q0s = [g.prob_closed() for g in gates]
-        q1s = [g.prob_open() for g in gates]
-        q0, q1 = losses.flat(q0s), losses.flat(q1s)
-        pnb = 1.0 - q0 - q1
-        counts = count_gates([g.log_alpha for g in gates])
-        zero = q0.new_zeros(())
+        counts = gate_counts(model)
+        zero = counts.open.new_zeros((), dtype=torch.float32)
         nb, closed_gap, open_gap, conc, conc_weight = zero, zero, zero, zero, zero
-        if self.method == "voita":
-            lam = self.l0_penalty
-            reg = lam * losses.expected_l0(q0)
+        regulariser = method(self.method).regulariser
+        group = schedule_state(model).subset_group
+        if regulariser is None:  # dsp, ste, fixed: no R; the deterministic gates are the expected ones
+            lam, reg, expected_open = 0.0, zero, counts.open.float()
         else:
-            nb, closed_gap, open_gap = losses.pass_terms(q0, q1, pnb, self.target_heads)
-            reg = lam * (nb + closed_gap + open_gap)
-            if self.concentrator_on(epoch):
-                conc = losses.concentrator(q0s)
-                if self.conc_weight is not None:
-                    conc_weight = q0.new_tensor(self.conc_weight)
-                else:
-                    conc_weight = losses.concentrator_weight_lower_bound(
-                        q0s, q1s, [z > 0 for z in counts.gates], self.conc_weight_cap).to(q0.dtype)
-                reg = reg + lam * conc_weight * conc
+            q0s = [g.prob_closed() for g in gates]
+            q1s = [g.prob_open() for g in gates]
+            q0, q1 = losses.flat(q0s), losses.flat(q1s)
+            expected_open = (1.0 - q0).sum().detach()
+            if regulariser == "l0":
+                lam = self.l0_penalty
+                reg = lam * losses.expected_l0(q0)
+            else:
+                nb, closed_gap, open_gap = losses.pass_terms(q0, q1, 1.0 - q0 - q1, self.target_heads)
+                reg = lam * (nb + closed_gap + open_gap)
+                if self.concentrator_on(epoch):
+                    conc = losses.concentrator(q0s)
+                    if self.conc_weight is not None:
+                        conc_weight = q0.new_tensor(self.conc_weight)
+                    else:
+                        conc_weight = losses.concentrator_weight_lower_bound(
+                            q0s, q1s, [z > 0 for z in counts.gates], self.conc_weight_cap).to(q0.dtype)
+                    reg = reg + lam * conc_weight * conc
         log = {
             "pass_open": counts.open, "pass_closed": counts.closed, "pass_nonbinary": counts.nonbinary,
-            "pass_modules_active": counts.modules_active, "pass_expected_open": (1.0 - q0).sum().detach(),
+            "pass_modules_active": counts.modules_active, "pass_expected_open": expected_open,
             "pass_lambda": float(lam), "pass_reg": reg.detach(), "pass_nb_term": nb.detach(),
             "pass_closed_gap": closed_gap.detach(), "pass_open_gap": open_gap.detach(), "pass_conc": conc.detach(),
             "pass_conc_weight": conc_weight.detach(),
             "pass_on_target": counts.on_target(self.target_heads).float(),
+            "pass_temperature": float(group.temperature or 0.0) if group else 0.0,
         }
         return reg, log
 
@@ -235,8 +248,9 @@ class PassLabelSmoothedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion)
         n = sum(log.get("pass_n", 0) for log in logging_outputs)
         if n == 0:
             return
-        for key in LOGGED:
-            metrics.log_scalar(key, sum(log.get(key, 0) for log in logging_outputs) / n, n, round=3)
+        for key in LOGGED:  # the temperature falls to 1e-8: unrounded
+            metrics.log_scalar(key, sum(log.get(key, 0) for log in logging_outputs) / n, n,
+                               round=None if key == "pass_temperature" else 3)
         metrics.log_derived(
             "pass_loss",
             lambda meters: round(float(meters["loss"].avg), 3)

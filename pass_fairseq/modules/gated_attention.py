@@ -1,4 +1,4 @@
-"""fairseq ``MultiheadAttention`` with one Hard Concrete gate per head.
+"""fairseq ``MultiheadAttention`` with one gate per head (Hard Concrete or subset gates).
 
 The installed fairseq sends ``MultiheadAttention.forward`` to PyTorch's fused
 ``F.multi_head_attention_forward`` whenever it can, and that call would never see a gate.
@@ -24,25 +24,29 @@ from torch import Tensor
 
 from pass_fairseq.gates import HardConcrete
 from pass_fairseq.modules.head_attention import HeadAttentionMixin, IncrementalState
+from pass_fairseq.subset_gates import SubsetGate
+
+#: ``--pass-gate-type`` -> gate class. Both have ``forward(batch_size) -> z``,
+#: ``deterministic()``, ``num_gates``, ``log_alpha`` (the ``<module>.gate.log_alpha`` entry the
+#: pruning tools read), ``missing_state()`` and ``run_state()``.
+GATE_CLASSES = {"hard-concrete": HardConcrete, "subset": SubsetGate}
 
 
 class GatedMultiheadAttention(HeadAttentionMixin, MultiheadAttention):
-    """Multi-head attention whose heads are scaled by :class:`HardConcrete` gates.
+    """Multi-head attention whose heads are scaled by gates of ``gate_type``
+    (:data:`GATE_CLASSES`, built with ``gate_kwargs``).
 
     Same parameters and incremental-state layout as fairseq's module (so its
-    ``reorder_incremental_state`` works unchanged), plus ``gate.log_alpha``, the
-    ``gate.reopen_pending`` mask and the confidence statistics ``conf_mean``/``conf_count``.
-    ``gate_per_example`` draws one gate per head and example instead of per head and batch.
+    ``reorder_incremental_state`` works unchanged), plus the gate's entries (``gate.log_alpha``
+    and ``gate.reopen_pending`` or ``gate.subset_k``) and the confidence statistics
+    ``conf_mean``/``conf_count``.
     """
 
-    def __init__(self, *args, gate_kwargs: Optional[dict] = None, gate_per_example: bool = False,
-                 missing_gate_init: float = 3.0, **kwargs):
+    def __init__(self, *args, gate_type: str = "hard-concrete", gate_kwargs: Optional[dict] = None, **kwargs):
         super().__init__(*args, **kwargs)
         if self.bias_k is not None or self.add_zero_attn:
             raise ValueError("GatedMultiheadAttention supports neither add_bias_kv nor add_zero_attn")
-        self.gate = HardConcrete(self.num_heads, **(gate_kwargs or {}))
-        self.gate_per_example = gate_per_example
-        self.missing_gate_init = missing_gate_init
+        self.gate = GATE_CLASSES[gate_type](self.num_heads, **(gate_kwargs or {}))
         self.confidence_in_eval = False
         self.register_buffer("conf_mean", torch.zeros(self.num_heads))
         self.register_buffer("conf_count", torch.zeros((), dtype=torch.long))
@@ -76,21 +80,20 @@ class GatedMultiheadAttention(HeadAttentionMixin, MultiheadAttention):
 
     # ---- checkpoints -----------------------------------------------------------------
     def upgrade_state_dict_named(self, state_dict, name):
-        """Fill the gate entries a stock ``transformer`` checkpoint lacks (fine-tuning):
-        ``log_alpha = missing_gate_init`` (open by default, so the loaded model starts as
-        the stock one), no pending reopen, empty confidence statistics."""
+        """Fill the gate entries a stock ``transformer`` checkpoint lacks (fine-tuning) with
+        the gate's ``missing_state()`` (Hard Concrete: open, so the loaded model starts as the
+        stock one) and empty confidence statistics; the gate's ``run_state()`` (a subset
+        gate's K) replaces what the checkpoint holds, so a fine-tune to another K uses its own."""
         super().upgrade_state_dict_named(state_dict, name)
         prefix = name + "." if name else ""
         if prefix + "q_proj.weight" not in state_dict:
             return
-        defaults = {
-            "gate.log_alpha": torch.full((self.num_heads,), float(self.missing_gate_init)),
-            "gate.reopen_pending": torch.zeros(self.num_heads, dtype=torch.bool),
-            "conf_mean": torch.zeros(self.num_heads),
-            "conf_count": torch.zeros((), dtype=torch.long),
-        }
+        defaults = {"gate." + key: value for key, value in self.gate.missing_state().items()}
+        defaults.update(conf_mean=torch.zeros(self.num_heads), conf_count=torch.zeros((), dtype=torch.long))
         for key, value in defaults.items():
             state_dict.setdefault(prefix + key, value)
+        for key, value in self.gate.run_state().items():
+            state_dict[prefix + "gate." + key] = value
 
     # ---- confidence statistics -------------------------------------------------------
     @torch.no_grad()
@@ -128,8 +131,7 @@ class GatedMultiheadAttention(HeadAttentionMixin, MultiheadAttention):
         ctx, probs = self.attend(q, k, v, attn_mask, key_padding_mask, explicit=need_weights or track)
         if track:
             self._track_confidence(probs)
-        bsz = ctx.size(0)
-        z = self.gate(bsz if (self.training and self.gate_per_example) else None)
+        z = self.gate(ctx.size(0))
         ctx = ctx * z.to(ctx.dtype).view(-1 if z.dim() == 2 else 1, self.num_heads, 1, 1)
         out = self.out_proj(self.merge_heads(ctx))
         if not need_weights:

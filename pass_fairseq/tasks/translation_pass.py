@@ -11,6 +11,11 @@ fairseq calls no model, criterion or optimizer hook at an epoch start, only
   after every update (``--pass-clip-when update``) or after the first update of each epoch
   from epoch 2 (``epoch``, the reference's timing).
 
+Clipping and reopening are Hard Concrete schedules, run for ``--pass-method pass`` and
+``voita`` only (:mod:`pass_fairseq.methods`). Subset gates (``dsp``) get the soft top-K
+temperature instead, annealed with the updates of this run (the model's ``pass_num_updates``
+buffer carries the count over a resume).
+
 Fresh run or resume: fairseq hands the task its own entry of a checkpoint's extra state
 (:meth:`set_checkpoint_dict`) only when it resumes a run (``checkpoint_last.pt`` without
 ``--reset-dataloader``). Any other start (``--finetune-from-model``, a reset dataloader, a
@@ -37,9 +42,11 @@ from omegaconf import II
 
 from pass_fairseq.errors import fail
 from pass_fairseq.gate_schedule import constrain_, reopen_probabilities, sample_reopen
+from pass_fairseq.methods import method
 from pass_fairseq.models.transformer_pass import gated_attentions, schedule_state
 from pass_fairseq.optim.pass_adam import PassAdam, master_copies
 from pass_fairseq.presets import PRESET_NAMES, preset_value
+from pass_fairseq.subset_gates import annealed_temperature
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +78,16 @@ class TranslationPassConfig(TranslationConfig):
         default=None, metadata={"help": "forward passes whose attention confidence feeds reopening: train"
                                         " (plugin preset) or train-valid, the validation loss passes too"
                                         " (reference preset; never the --eval-bleu beam search)"})
+    pass_dsp_temp_start: float = field(
+        default=0.1, metadata={"help": "--pass-method dsp: soft top-K temperature at the first update"
+                                       " (the DSP reference's 0.1 for IWSLT)"})
+    pass_dsp_temp_end: float = field(
+        default=1e-8, metadata={"help": "--pass-method dsp: temperature reached after"
+                                        " --pass-dsp-anneal-updates updates, and kept (the DSP reference's)"})
+    pass_dsp_anneal_updates: int = field(
+        default=15000, metadata={"help": "--pass-method dsp: updates over which the temperature falls"
+                                         " geometrically from start to end (the DSP reference's 15,000 for"
+                                         " IWSLT; scale it to the run length)"})
     seed: int = II("common.seed")
     max_epoch: int = II("optimization.max_epoch")
     best_checkpoint_metric: str = II("checkpoint.best_checkpoint_metric")
@@ -95,6 +112,10 @@ class TranslationPassTask(TranslationTask):
         self._clamp_pending = False
         self.clip_when = str(preset_value(cfg.pass_preset, "clip_when", cfg.pass_clip_when))
         self.confidence = str(preset_value(cfg.pass_preset, "confidence", cfg.pass_confidence))
+        self.clips_and_reopens = True  # the criterion's method decides (build_criterion)
+        if not (cfg.pass_dsp_temp_start > 0 and cfg.pass_dsp_temp_end > 0) or cfg.pass_dsp_anneal_updates < 0:
+            fail("--pass-dsp-temp-start and --pass-dsp-temp-end must be positive and --pass-dsp-anneal-updates"
+                 " at least 0")
         if cfg.best_checkpoint_metric == PASS_BEST_METRIC:
             if cfg.maximize_best_checkpoint_metric:
                 fail("--best-checkpoint-metric pass_loss is a loss: drop --maximize-best-checkpoint-metric")
@@ -119,6 +140,7 @@ class TranslationPassTask(TranslationTask):
         criterion = super().build_criterion(cfg, from_checkpoint)
         if hasattr(criterion, "check_model"):
             criterion.check_model(self.num_heads)
+        self.clips_and_reopens = method(getattr(criterion, "method", None)).clips_and_reopens
         self.criterion = criterion
         return criterion
 
@@ -142,8 +164,10 @@ class TranslationPassTask(TranslationTask):
                         f" (lambda steps {steps}): the schedule starts again at epoch 1")
             state.pass_epoch.zero_()
             state.pass_lambda_steps.zero_()
-            for _, m in gated_attentions(model):
-                m.gate.reopen_pending.zero_()
+            state.pass_num_updates.zero_()
+            if state.subset_group is None:
+                for _, m in gated_attentions(model):
+                    m.gate.reopen_pending.zero_()
         self._schedule_checked = True
 
     # ---- epoch start ---------------------------------------------------------------
@@ -158,7 +182,8 @@ class TranslationPassTask(TranslationTask):
         if epoch > int(state.pass_epoch):
             if hasattr(self.criterion, "begin_epoch"):
                 self.criterion.begin_epoch(epoch, model)
-            if epoch >= 2 and not self.cfg.pass_no_reopen and epoch <= self.last_reopen_epoch():
+            reopen = epoch >= 2 and not self.cfg.pass_no_reopen and epoch <= self.last_reopen_epoch()
+            if reopen and self.clips_and_reopens:
                 self.reopen_gates(modules, epoch)
             self._clamp_pending = epoch >= 2 and self.clip_when == "epoch"
             for m in modules:
@@ -166,6 +191,16 @@ class TranslationPassTask(TranslationTask):
             state.pass_epoch.fill_(epoch)
         if hasattr(self.criterion, "set_schedule"):
             self.criterion.set_schedule(epoch, int(state.pass_lambda_steps))
+        if state.subset_group is not None:
+            self.set_temperature(model, int(state.pass_num_updates))
+
+    def set_temperature(self, model, update: int) -> None:
+        """The soft top-K temperature for the forward passes of update number ``update``
+        (counted from this run's start)."""
+        group = schedule_state(model).subset_group
+        if group is not None and group.relaxation == "soft-top-k":
+            group.temperature = annealed_temperature(update, self.cfg.pass_dsp_temp_start, self.cfg.pass_dsp_temp_end,
+                                                     self.cfg.pass_dsp_anneal_updates)
 
     def last_reopen_epoch(self) -> float:
         if self.cfg.pass_reopen_until_epoch is not None:
@@ -211,6 +246,11 @@ class TranslationPassTask(TranslationTask):
                      f"--pass-gate-lr); got {type(inner).__name__}")
             self._optimizer_checked = True
         super().optimizer_step(optimizer, model, update_num)
+        if gates:
+            schedule_state(model).pass_num_updates.fill_(update_num + 1)
+            self.set_temperature(model, update_num + 1)
+        if not self.clips_and_reopens:
+            return
         clamp = self.clip_when == "update" or self._clamp_pending
         self._clamp_pending = False
         with torch.no_grad():
