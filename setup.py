@@ -19,6 +19,7 @@ setup(
             "pass-bench-training = pass_fairseq.cli.bench_training:main",
             "pass-flags = pass_fairseq.cli.pass_flags:main",
             "pass-sweep = pass_fairseq.cli.sweep:main",
+            "pass-michel-prune = pass_fairseq.cli.michel_prune:main",
         ],
     },
     license="MIT",

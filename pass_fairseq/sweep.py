@@ -13,13 +13,15 @@ A sweep is a JSON config (``results/deb-de-en/sweep.json``)::
 Every run writes ``RESULTS/runs/<method>-k<K>-s<seed>.json`` when it has finished; a run with
 that file is skipped, and an interrupted fine-tune resumes from its ``checkpoint_last.pt``
 (fairseq's own resume), so the sweep can be stopped and started again across sessions.
-``{K}`` and ``{seed}`` in a run's flags are replaced by its head count and seed.
+``{K}`` and ``{seed}`` in a run's flags are replaced by its head count and seed; ``seeds``
+(default [1]) can be overridden per K with ``seeds_at`` ({"16": [1, 2, 3]}). Runs go in
+rounds: every method's first K, then every method's second K, and so on.
 
 Per run:
 
 1. ``prepare`` (optional): ``random`` or ``michel`` writes a gated checkpoint holding a
-   binary mask of K heads (``pass-head-masks``), which the fine-tune starts from instead of
-   the base;
+   binary mask of K heads (``pass-michel-prune``), which the fine-tune starts from instead of
+   the base, with the mask fixed (``--pass-method fixed``);
 2. fine-tune: ``fairseq-train`` on the shards (one shard an epoch), from the base (or the
    prepared mask) with ``--finetune-from-model``;
 3. select ``checkpoint_best.pt`` (on target: ``--best-checkpoint-metric pass_loss``) when
@@ -74,6 +76,13 @@ class RunSpec:
         return f"{self.method}-k{self.heads}-s{self.seed}"
 
 
+def _run_spec(entry: Dict, heads: int, seed: int) -> RunSpec:
+    """A config entry's run at ``heads`` and ``seed`` ({K} and {seed} filled in its flags)."""
+    spec = {key: v for key, v in entry.items() if key not in ("heads", "seeds", "seeds_at")}
+    flags = [f.replace("{K}", str(heads)).replace("{seed}", str(seed)) for f in entry.get("flags", [])]
+    return RunSpec(**dict(spec, flags=flags), heads=heads, seed=seed)
+
+
 @dataclass
 class Sweep:
     corpus: str
@@ -89,13 +98,18 @@ class Sweep:
         with open(path, encoding="utf-8") as f:
             raw = json.load(f)
         runs = []
-        for entry in raw["runs"]:
-            entry = dict(entry)
-            heads, seeds = entry.pop("heads"), entry.pop("seeds", [1])
-            for k in heads:
-                for seed in seeds:
-                    flags = [f.replace("{K}", str(k)).replace("{seed}", str(seed)) for f in entry.get("flags", [])]
-                    runs.append(RunSpec(**dict(entry, flags=flags), heads=k, seed=seed))
+        entries = [dict(e) for e in raw["runs"]]
+        rounds = max(len(e["heads"]) for e in entries)
+        for i in range(rounds):  # every method's first K (first seeds first), then every second K, ...
+            batch = []
+            for entry in entries:
+                if i < len(entry["heads"]):
+                    k = entry["heads"][i]
+                    batch.append((entry, k, entry.get("seeds_at", {}).get(str(k), entry.get("seeds", [1]))))
+            for j in range(max(len(seeds) for _, _, seeds in batch)):
+                for entry, k, seeds in batch:
+                    if j < len(seeds):
+                        runs.append(_run_spec(entry, k, seeds[j]))
         names = [r.name for r in runs]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -197,17 +211,22 @@ def bench_ratios(sweep: Sweep, gated: str, heads: int, work: str) -> dict:
             "attn_speedup": float(row["attn_speedup"])}
 
 
-def prepare_mask(sweep: Sweep, spec: RunSpec, out_dir: str) -> str:
-    """A gated checkpoint holding the binary mask ``spec.prepare`` chooses (random, michel)."""
-    path = os.path.join(out_dir, "mask.pt")
+def prepare_mask(sweep: Sweep, spec: RunSpec) -> str:
+    """The gated checkpoint holding the binary mask of K heads that ``spec.prepare`` chooses
+    (``michel`` or ``random``, by ``pass-michel-prune``), made once per method and seed for
+    every K of the sweep (Michel's iterative pruning passes through them all anyway)."""
+    out_dir = os.path.join(sweep.workdir, "masks", f"{spec.method}-s{spec.seed}")
+    path = os.path.join(out_dir, f"{spec.prepare}_k{spec.heads}.pt")
     if not os.path.isfile(path):
+        ks = sorted({r.heads for r in sweep.runs if r.method == spec.method and r.seed == spec.seed}, reverse=True)
         os.makedirs(out_dir, exist_ok=True)
-        cmd = [tool("pass-head-masks"), sweep.base_checkpoint, out_dir, "--method", spec.prepare,
-               "--heads", str(spec.heads), "--seed", str(spec.seed), "--data", sweep.data_bin]
-        log = os.path.join(out_dir, "mask.log")
-        check(run(cmd, log), f"{spec.prepare} head mask", log)
-        produced = os.path.join(out_dir, f"mask-k{spec.heads}.pt")
-        os.replace(produced, path)
+        cmd = [tool("pass-michel-prune"), sweep.data_bin, sweep.base_checkpoint, "--heads", ",".join(map(str, ks)),
+               "--save-dir", out_dir, "--seed", str(spec.seed), "--cpu",
+               "--max-batches", str(sweep.finetune.get("michel_batches", 100))]
+        if spec.prepare == "random":
+            cmd.append("--random")
+        log = os.path.join(out_dir, "masks.log")
+        check(run(cmd, log), f"{spec.name}: {spec.prepare} head masks (pass-michel-prune)", log)
     return path
 
 
@@ -215,7 +234,7 @@ def fine_tune(sweep: Sweep, spec: RunSpec, data: str, work: str, result: dict) -
     """Run (or resume) the fine-tune; returns the selected checkpoint and fills ``result``."""
     train_dir = os.path.join(work, "train")
     os.makedirs(train_dir, exist_ok=True)
-    init = prepare_mask(sweep, spec, work) if spec.prepare else sweep.base_checkpoint
+    init = prepare_mask(sweep, spec) if spec.prepare else sweep.base_checkpoint
     log = os.path.join(train_dir, "train.log")
     cmd = sweep.finetune_command(spec, data, init, train_dir)
     start = time.time()

@@ -80,12 +80,15 @@ def load_state(path):
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def run_cli(main, *argv):
-    """A command-line tool's ``main`` in process; its exit code. The tools quiet the root
-    logger to WARNING: restore its level, so that later tests still capture fairseq's INFO
-    lines."""
-    level = logging.getLogger().level
-    try:
-        return main(list(argv))
-    finally:
-        logging.getLogger().setLevel(level)
+@pytest.fixture(scope="session")
+def _root_log_level():
+    return logging.getLogger().level
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_log_level(_root_log_level):
+    """The command-line tools quiet the root logger to WARNING when their ``main`` runs in
+    process; restore it after every test, so that later tests still capture fairseq's INFO
+    lines (the training summaries some tests read)."""
+    yield
+    logging.getLogger().setLevel(_root_log_level)

@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from conftest import PASS_CRITERION, TINY_MODEL, TRAIN_COMMON, generate, load_state, run_cli, train
+from conftest import PASS_CRITERION, TINY_MODEL, TRAIN_COMMON, generate, load_state, train
 from pass_fairseq.checkpoints import convert
 from pass_fairseq.cli import prune_checkpoint
 from pass_fairseq.gate_report import gate_report
@@ -27,7 +27,7 @@ def test_subset_runs_end_with_exactly_k_heads(toy_data, tmp_path, method):
     assert (report["open"], report["nonbinary"], report["kept"], report["subset_k"]) == (K, 0, K, K)
     assert int(state["model"]["pass_num_updates"]) > 0
     pruned = str(tmp_path / "pruned.pt")
-    assert run_cli(prune_checkpoint.main, best, pruned) == 0  # no --heads: the recorded K
+    assert prune_checkpoint.main([best, pruned]) == 0  # no --heads: the recorded K
     assert sum(len(v) for v in load_state(pruned)["pass_pruned_heads"].values()) == K
     gated_text = generate(toy_data, best, tmp_path / "gated")
     pruned_text = generate(toy_data, pruned, tmp_path / "pruned")

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from conftest import PASS_CRITERION, TINY_MODEL, TRAIN_COMMON, generate, load_state, run_cli, train
+from conftest import PASS_CRITERION, TINY_MODEL, TRAIN_COMMON, generate, load_state, train
 from pass_fairseq.checkpoints import convert
 from pass_fairseq.cli import michel_prune
 from pass_fairseq.gate_report import gate_report
@@ -85,8 +85,8 @@ def stock_checkpoint(toy_data, tmp_path_factory):
 
 def _michel(toy_data, checkpoint, save_dir, *extra):
     os.makedirs(save_dir, exist_ok=True)
-    assert run_cli(michel_prune.main, toy_data, checkpoint, "--heads", "16,8", "--save-dir", str(save_dir), "--cpu",
-                   "--max-batches", "2", "--max-tokens", "1500", *extra) == 0
+    assert michel_prune.main([toy_data, checkpoint, "--heads", "16,8", "--save-dir", str(save_dir), "--cpu",
+                   "--max-batches", "2", "--max-tokens", "1500", *extra]) == 0
     return str(save_dir)
 
 

@@ -14,7 +14,6 @@ from pass_fairseq.models.transformer_pass_pruned import PrunedMultiheadAttention
 from pass_fairseq.pruning import (PruningError, packed_selection, removed_parameter_count,
                                   select_heads)
 
-from conftest import run_cli
 from pruning_fixtures import MASK, build_gated, checkpoint_state, log_probs, make_data, sample_batch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,7 +82,7 @@ def load_pruned(path, data):
 @pytest.fixture(scope="module")
 def pruned_ckpt(gated_ckpt, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("pruned") / "pruned.pt")
-    assert run_cli(pc.main, gated_ckpt, out, "--threshold", "0.5") == 0
+    assert pc.main([gated_ckpt, out, "--threshold", "0.5"]) == 0
     return out
 
 
@@ -216,7 +215,7 @@ STOCK_LOADER = textwrap.dedent("""
 def test_stock_checkpoint_loads_without_plugin_and_matches(gated, gated_ckpt, data, tmp_path):
     _, task, gated_model = gated
     out = str(tmp_path / "stock.pt")
-    assert run_cli(pc.main, gated_ckpt, out, "--threshold", "0.5", "--format", "stock") == 0
+    assert pc.main([gated_ckpt, out, "--threshold", "0.5", "--format", "stock"]) == 0
     state = torch.load(out, weights_only=True)
     assert isinstance(state["cfg"]["model"], dict) and state["cfg"]["model"]["_name"] == "transformer"
     batch = sample_batch(task)
@@ -233,7 +232,7 @@ def test_stock_checkpoint_loads_without_plugin_and_matches(gated, gated_ckpt, da
 # ---- converter errors --------------------------------------------------------------------
 def _fails(capsys, argv, pattern):
     with pytest.raises(SystemExit) as exc:
-        run_cli(pc.main, *argv)
+        pc.main([*argv])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("pass_fairseq: error: "), err
@@ -248,7 +247,7 @@ def test_converter_errors(gated_ckpt, tmp_path, capsys):
     _fails(capsys, [gated_ckpt, gated_ckpt, "--heads", "4"], "OUT is IN")
     _fails(capsys, [gated_ckpt, out, "--heads", "4", "--threshold", "0.5"], "not allowed with")
     stock = str(tmp_path / "stock.pt")
-    assert run_cli(pc.main, gated_ckpt, stock, "--heads", "4", "--format", "stock") == 0
+    assert pc.main([gated_ckpt, stock, "--heads", "4", "--format", "stock"]) == 0
     capsys.readouterr()
     _fails(capsys, [stock, out, "--heads", "4"], "no gates")
     assert not os.path.exists(out)
@@ -257,7 +256,7 @@ def test_converter_errors(gated_ckpt, tmp_path, capsys):
 
 def test_top_k_conversion_keeps_k_heads(gated_ckpt, tmp_path):
     out = str(tmp_path / "k5.pt")
-    assert run_cli(pc.main, gated_ckpt, out, "--heads", "5") == 0
+    assert pc.main([gated_ckpt, out, "--heads", "5"]) == 0
     state = torch.load(out, weights_only=True)
     assert sum(len(v) for v in state["pass_pruned_heads"].values()) == 5
 
@@ -314,7 +313,7 @@ def test_alignment_from_a_skipped_alignment_layer_is_a_one_line_error(data, tmp_
     cfg, _, model = build_gated(data, mask=mask)
     path = str(tmp_path / "gated.pt")
     torch.save(checkpoint_state(cfg, model), path)
-    assert run_cli(pc.main, path, str(tmp_path / "pruned.pt"), "--threshold", "0.5") == 0
+    assert pc.main([path, str(tmp_path / "pruned.pt"), "--threshold", "0.5"]) == 0
     capsys.readouterr()
     pruned, _ = load_pruned(str(tmp_path / "pruned.pt"), data)
     generation = OmegaConf.create({"generation": {"print_alignment": "hard", "beam": 5}})
