@@ -2,7 +2,11 @@
 (``pass-prune-checkpoint``, ``pass-inspect-gates``, ``pass-michel-prune``,
 ``pass-bench-inference``, ``pass-bench-training``, ``pass-flags``); ``scripts/*.py`` are the
 same commands for a checkout without ``pip install``."""
+import argparse
 import logging
+from typing import List, Optional
+
+from pass_fairseq.errors import fail
 
 
 def quiet_fairseq_logging() -> None:
@@ -11,3 +15,11 @@ def quiet_fairseq_logging() -> None:
     if not logging.getLogger().handlers:
         logging.basicConfig(format="%(name)s: %(message)s")
     logging.getLogger().setLevel(logging.WARNING)
+
+
+def parse_cli(parser: argparse.ArgumentParser, argv: Optional[List[str]]) -> argparse.Namespace:
+    """What every tool's ``main`` does first: quiet fairseq's logging, and parse ``argv``
+    with usage errors as one line (exit 2)."""
+    quiet_fairseq_logging()
+    parser.error = lambda message: fail(message)
+    return parser.parse_args(argv)

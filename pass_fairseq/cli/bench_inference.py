@@ -24,7 +24,7 @@ from pass_fairseq.bench.tables import to_markdown, write_tables
 from pass_fairseq.bench.timing import Timer, time_decoding
 from pass_fairseq.bench.variants import load_models, module_heads, param_count, write_variants
 from pass_fairseq.checkpoints import load_checkpoint
-from pass_fairseq.cli import quiet_fairseq_logging
+from pass_fairseq.cli import parse_cli
 from pass_fairseq.errors import fail
 from pass_fairseq.pruning import PruningError
 
@@ -71,10 +71,7 @@ def parse_options(args):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    quiet_fairseq_logging()
-    parser = build_parser()
-    parser.error = lambda message: fail(message)  # one line, exit 2
-    args = parser.parse_args(argv)
+    args = parse_cli(build_parser(), argv)
     device, ks, layouts = parse_options(args)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -18,7 +18,7 @@ from pass_fairseq.bench.tables import to_markdown, write_tables
 from pass_fairseq.bench.timing import Timer
 from pass_fairseq.bench.training import (COLUMNS, STOCK_FLAGS, build_trainer, pass_flags, summarize, time_updates,
                                          train_batches)
-from pass_fairseq.cli import quiet_fairseq_logging
+from pass_fairseq.cli import parse_cli
 from pass_fairseq.errors import fail
 
 LABELS = ["stock (transformer_iwslt_de_en, adam)", "PASS (transformer_pass_iwslt, pass_adam)"]
@@ -110,10 +110,7 @@ def settings_line(args, batch_tokens: float) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    quiet_fairseq_logging()
-    parser = build_parser()
-    parser.error = lambda message: fail(message)  # one line, exit 2
-    args = parser.parse_args(argv)
+    args = parse_cli(build_parser(), argv)
     check(args)
     if args.threads:
         torch.set_num_threads(args.threads)

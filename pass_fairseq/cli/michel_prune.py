@@ -22,7 +22,7 @@ from typing import List, Optional
 import torch
 
 from pass_fairseq.checkpoints import load_checkpoint, masked_checkpoint, save_atomic
-from pass_fairseq.cli import quiet_fairseq_logging
+from pass_fairseq.cli import parse_cli
 from pass_fairseq.errors import fail
 from pass_fairseq.gates import CLIP_MAX, CLIP_MIN
 from pass_fairseq.michel import head_importance, iterative_masks, random_masks, split_kept
@@ -102,10 +102,7 @@ def held_in_batches(task, model, args) -> list:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    quiet_fairseq_logging()
-    parser = build_parser()
-    parser.error = lambda message: fail(message)  # one line, exit 2
-    args = parser.parse_args(argv)
+    args = parse_cli(build_parser(), argv)
     ks = parse_heads(args.heads)
     if args.max_batches < 1 or args.max_tokens < 1 or not 0 < args.step_fraction <= 1:
         fail("--max-batches and --max-tokens must be >= 1 and --step-fraction in (0, 1]")

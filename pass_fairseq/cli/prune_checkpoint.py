@@ -6,7 +6,7 @@ import sys
 from typing import List, Optional
 
 from pass_fairseq.checkpoints import convert, load_checkpoint, save_atomic
-from pass_fairseq.cli import quiet_fairseq_logging
+from pass_fairseq.cli import parse_cli
 from pass_fairseq.errors import fail
 from pass_fairseq.gates import GATE_KEY
 from pass_fairseq.pruning import PruningError
@@ -30,10 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    quiet_fairseq_logging()
-    parser = build_parser()
-    parser.error = lambda message: fail(message)  # one line, exit 2
-    args = parser.parse_args(argv)
+    args = parse_cli(build_parser(), argv)
     if os.path.exists(args.output) and os.path.exists(args.input) and os.path.samefile(args.input, args.output) \
             or os.path.abspath(args.input) == os.path.abspath(args.output):
         fail("OUT is IN: write the pruned checkpoint to another file")

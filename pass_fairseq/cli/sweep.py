@@ -15,7 +15,7 @@ import os
 import sys
 from typing import List, Optional
 
-from pass_fairseq.cli import quiet_fairseq_logging
+from pass_fairseq.cli import parse_cli
 from pass_fairseq.commands import JobError
 from pass_fairseq.errors import fail
 from pass_fairseq.results_table import plot, write_table
@@ -35,10 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    quiet_fairseq_logging()
-    parser = build_parser()
-    parser.error = lambda message: fail(message)
-    args = parser.parse_args(argv)
+    args = parse_cli(build_parser(), argv)
     if not os.path.isfile(args.config):
         fail(f"{args.config}: no such sweep config")
     try:
