@@ -41,7 +41,7 @@ def flat_row(run: dict) -> dict:
         "seed": run["seed"], "kept_heads": run.get("kept_heads"), "modules_active": run.get("modules_active"),
         "on_target": run.get("on_target", ""), "own_kept": run.get("own_kept", ""),
         "valid_bleu": run.get("valid", {}).get("sacrebleu"), "test_bleu": test.get("sacrebleu"),
-        "test_ding": test.get("by_origin", {}).get("ding"),
+        "test_ding": test.get("by_origin", {}).get("ding_sentences"),
         "test_libreoffice": test.get("by_origin", {}).get("libreoffice"),
         "speedup": bench.get("speedup", 1.0 if run.get("kept_heads") == 72 else ""),
         "time_over_ideal": bench.get("time_over_ideal", ""), "finetune_seconds": run.get("finetune_seconds"),

@@ -153,6 +153,8 @@ class Sweep:
                   "--max-tokens", str(ft["max_tokens"]), "--max-epoch", str(ft["epochs"]), "--dropout", "0.1",
                   "--save-dir", save_dir, "--no-epoch-checkpoints", "--log-format", "simple",
                   "--log-interval", "25", "--seed", str(spec.seed), "--num-workers", "0"]
+        if ft.get("max_update"):
+            common += ["--max-update", str(ft["max_update"])]
         if spec.arch == "stock":
             model = ["--arch", "transformer_iwslt_de_en", "--criterion", "label_smoothed_cross_entropy",
                      "--optimizer", "adam"]

@@ -62,7 +62,7 @@ def test_every_method_gets_the_same_fine_tune(tmp_path):
 def _run(method, heads, seed, test, label=None, speedup=None, kept=None):
     run = {"method": method, "label": label or method, "heads": heads, "seed": seed, "kept_heads": kept or heads,
            "modules_active": 6, "on_target": True, "valid": {"sacrebleu": test - 1},
-           "test": {"sacrebleu": test, "by_origin": {"ding": test - 5, "libreoffice": test + 5}},
+           "test": {"sacrebleu": test, "by_origin": {"ding_sentences": test - 5, "libreoffice": test + 5}},
            "finetune_seconds": 600.0, "updates": 541, "selected": "checkpoint_best.pt",
            "gates": {"kept": heads, "modules_active": 6, "modules": [
                {"name": f"{side}.layers.{i}.{attn}", "kept": list(range(min(4, heads)))}
