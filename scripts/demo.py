@@ -34,14 +34,7 @@ from pass_fairseq.commands import JobError, check, run, tool, write_json  # noqa
 from pass_fairseq.evaluation import generate, score  # noqa: E402
 from pass_fairseq.gate_report import MODULE_KINDS, kept_heads  # noqa: E402
 from pass_fairseq.shards import build_shards  # noqa: E402
-
-#: the base model's topology: transformer_iwslt_de_en (6+6 layers, 4 heads, so 18
-#: attention modules and 72 heads) at width 128 / ffn 512, pre-norm (much faster to
-#: train than post-norm at this scale, ../shared/docs/cpu-budget.md)
-WIDTH = ["--encoder-embed-dim", "128", "--decoder-embed-dim", "128",
-         "--encoder-ffn-embed-dim", "512", "--decoder-ffn-embed-dim", "512",
-         "--encoder-normalize-before", "--decoder-normalize-before", "--share-all-embeddings"]
-HEADS_TOTAL = 72
+from pass_fairseq.sweep import HEADS_TOTAL, WIDTH  # noqa: E402  (the base topology, shared with the sweep)
 
 # The PASS fine-tune's schedule (token scaling, 8 shards, clip 10, open gates, no
 # reopening, late concentrator, pass_loss checkpoints) and the measurements behind each

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 from pass_fairseq.checkpoints import convert, save_atomic
-from pass_fairseq.gates import GATE_KEY
-from pass_fairseq.pruning import gated_modules, packed_selection, select_heads
+from pass_fairseq.pruning import packed_selection, select_heads, state_dict_gates
 
 
 @dataclass
@@ -28,8 +27,8 @@ class Variant:
 
 def module_heads(state: dict) -> Dict[str, int]:
     """Gated attention module -> number of heads, in state-dict order (empty: no gates)."""
-    model = state.get("model") or {}
-    return {p: model[p + GATE_KEY].numel() for p in gated_modules(model)}
+    prefixes, log_alphas, _ = state_dict_gates(state.get("model") or {})
+    return {p: la.numel() for p, la in zip(prefixes, log_alphas)}
 
 
 def write_variants(state: dict, checkpoint: str, ks: Sequence[int], layouts: Sequence[str],
@@ -37,7 +36,7 @@ def write_variants(state: dict, checkpoint: str, ks: Sequence[int], layouts: Seq
     """Write the converted checkpoints; returns every variant, the gated one included.
     Raises :class:`pass_fairseq.pruning.PruningError` on a bad K."""
     heads = module_heads(state)
-    log_alphas = [state["model"][p + GATE_KEY] for p in heads]
+    _, log_alphas, _ = state_dict_gates(state["model"])
 
     def write(name, kept, fmt="pruned"):
         path = os.path.join(work_dir, name)
