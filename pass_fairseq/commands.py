@@ -35,7 +35,7 @@ def run(cmd: List[str], log_path: Optional[str] = None, append: bool = False, sh
     cut) and copy all of it to ``log_path``. Returns the exit status; on failure the last
     lines of output go to stderr."""
     print("$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
-    log = open(log_path, "a" if append else "w", encoding="utf-8") if log_path else None
+    log = open(log_path, "a" if append else "w", encoding="utf-8", buffering=1) if log_path else None
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -5,7 +5,8 @@
   valid and test sacreBLEU with the per-origin halves, decoding speed-up and time over the
   per-module ideal, fine-tune wall time and updates);
 * ``table.md``: one row per method and K, the mean over seeds with their spread
-  (min-max) where there are several;
+  (min-max) where there are several (tuning runs are not in it);
+* ``tuning.md``: every tuning try (valid sacreBLEU at the first K) and where its method used it;
 * ``bleu_vs_k.png`` (test BLEU against K per method, the unpruned base and the equal-budget
   control as lines), ``bleu_vs_speedup.png`` (the trade-off a user chooses on) and
   ``gates_k16.png`` (kept heads per module kind and layer of every method at K = 16).
@@ -20,7 +21,7 @@ from typing import Dict, List, Optional
 
 #: the rows drawn as horizontal lines (no pruning) rather than as a curve over K
 CONTROLS = ("base", "control")
-CSV_FIELDS = ["method", "label", "heads", "seed", "kept_heads", "modules_active", "on_target", "own_kept",
+CSV_FIELDS = ["method", "label", "try", "tuning", "heads", "seed", "kept_heads", "modules_active", "on_target", "own_kept",
               "valid_bleu", "test_bleu", "test_ding", "test_libreoffice", "speedup", "time_over_ideal",
               "finetune_seconds", "updates", "selected"]
 
@@ -37,7 +38,8 @@ def flat_row(run: dict) -> dict:
     """One CSV row of a run's result."""
     test, bench = run.get("test", {}), run.get("bench", {})
     return {
-        "method": run["method"], "label": run.get("label", run["method"]), "heads": run["heads"],
+        "method": run["method"], "label": run.get("label", run["method"]), "try": run.get("try") or "",
+        "tuning": bool(run.get("tuning")), "heads": run["heads"],
         "seed": run["seed"], "kept_heads": run.get("kept_heads"), "modules_active": run.get("modules_active"),
         "on_target": run.get("on_target", ""), "own_kept": run.get("own_kept", ""),
         "valid_bleu": run.get("valid", {}).get("sacrebleu"), "test_bleu": test.get("sacrebleu"),
@@ -91,15 +93,39 @@ def markdown(summary: List[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def tuning_rows(runs: List[dict]) -> List[dict]:
+    """One row per tuning try: its valid score and own count, and the runs of its method
+    that used it (K/seed)."""
+    out = []
+    for t in (r for r in runs if r.get("tuning")):
+        out.append({"method": t["method"], "try": t["try"], "chosen by": t.get("choose") or "",
+                    "K": t["heads"], "valid BLEU": t.get("valid", {}).get("sacrebleu"),
+                    "own kept": t.get("own_kept", ""), "on target": t.get("on_target", ""),
+                    "used by": ", ".join(f"{m} K={k} s{s}" for m, k, s in _users(runs, t)) or "-",
+                    "flags": " ".join(t.get("try_flags", []))})
+    return out
+
+
+def _users(runs: List[dict], tuning_run: dict) -> List[tuple]:
+    """(method, K, seed) of the non-tuning runs that used ``tuning_run``'s try of its method."""
+    return sorted((r["method"], r["heads"], r["seed"]) for r in runs
+                  if not r.get("tuning") and r.get("try") == tuning_run["try"]
+                  and r.get("tuning_method", r["method"]) == tuning_run["method"])
+
+
 def write_table(results_dir: str) -> List[dict]:
-    """Write table.csv and table.md from the run files; returns the CSV rows."""
-    rows = [flat_row(r) for r in load_runs(results_dir)]
+    """Write table.csv (every run), table.md (without the tuning runs) and tuning.md from the
+    run files; returns the CSV rows."""
+    runs = load_runs(results_dir)
+    rows = [flat_row(r) for r in runs]
     with open(os.path.join(results_dir, "table.csv"), "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         writer.writeheader()
         writer.writerows(rows)
     with open(os.path.join(results_dir, "table.md"), "w", encoding="utf-8") as f:
-        f.write(markdown(summary_rows(rows)))
+        f.write(markdown(summary_rows([r for r in rows if not r["tuning"]])))
+    with open(os.path.join(results_dir, "tuning.md"), "w", encoding="utf-8") as f:
+        f.write(markdown(tuning_rows(runs)))
     return rows
 
 
@@ -110,8 +136,8 @@ def plot(results_dir: str, rows: Optional[List[dict]] = None) -> List[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = load_runs(results_dir)
-    rows = rows if rows is not None else [flat_row(r) for r in runs]
+    runs = [r for r in load_runs(results_dir) if not r.get("tuning")]
+    rows = [r for r in (rows if rows is not None else [flat_row(r) for r in runs]) if not r["tuning"]]
     written = []
     by_label: Dict[str, Dict[int, List[float]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:

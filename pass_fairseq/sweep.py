@@ -31,6 +31,15 @@ Per run:
    ``gates``, the checkpoint's own kept heads); no pruning for the unpruned controls;
 5. score valid and test (beam 5, detokenized sacreBLEU, per origin) and time the pruned
    model against the unpruned one with ``pass-bench-inference`` (ratios from one run).
+
+Tuning (:mod:`pass_fairseq.sweep_tuning`): an entry's ``tries`` ({"name": [extra flags], ...})
+are its tuning tries. Each try is a run of its own at the entry's first K and first seed
+(``<method>.<try>-k<K>-s<seed>``, marked ``tuning``), run just before the entry's first run. Its own
+runs then use the chosen try: ``"choose": "valid"`` (default) the best valid sacreBLEU, for every
+K; ``"own_count"`` (Voita, whose penalty sets how many heads it keeps) per K, the try whose own
+kept count (z > 0.5) is the smallest at or above K. ``"tries_from": "<method>"`` takes another
+entry's tries and choice (an ablation uses the settings its method was tuned to). A run whose
+flags do not depend on K (no ``{K}``, no ``prepare``) shares one fine-tune across the K's.
 """
 import csv
 import json
@@ -38,13 +47,14 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional
 
 from pass_fairseq import evaluation
 from pass_fairseq.checkpoints import load_checkpoint
 from pass_fairseq.commands import JobError, check, run, tool, write_json
 from pass_fairseq.gate_report import gate_report
+from pass_fairseq.sweep_tuning import CHOICES, choose_try
 
 #: the base model's topology, the demo's and the sweep's: transformer_iwslt_de_en (6+6 layers,
 #: 4 heads, so 18 attention modules and 72 heads) at width 128 / ffn 512, pre-norm (much faster
@@ -70,17 +80,49 @@ class RunSpec:
     prune: Optional[str] = "heads"  #: heads | gates | None (unpruned)
     label: str = ""
     train: bool = True  #: False: score the base itself (the unpruned row)
+    tries: Dict[str, List[str]] = field(default_factory=dict)  #: try name -> extra flags
+    choose: str = "valid"  #: valid | own_count: how the try is chosen (sweep_tuning.choose_try)
+    tries_from: Optional[str] = None  #: the method whose tuning runs choose this run's try
+    try_name: Optional[str] = None  #: the try this run uses (None: not chosen yet, or no tries)
+    tuning: bool = False  #: a tuning run: one try at the first K and seed
+    shared_finetune: bool = False  #: the fine-tune does not depend on K: one serves every K
 
     @property
     def name(self) -> str:
+        if self.tuning:
+            return f"{self.method}.{self.try_name}-k{self.heads}-s{self.seed}"
         return f"{self.method}-k{self.heads}-s{self.seed}"
 
+    @property
+    def finetune_name(self) -> str:
+        """The fine-tune's folder name: runs that differ only in K share it when
+        ``shared_finetune``."""
+        tried = f".{self.try_name}" if self.try_name else ""
+        k = "" if self.shared_finetune else f"-k{self.heads}"
+        return f"{self.method}{tried}{k}-s{self.seed}"
 
-def _run_spec(entry: Dict, heads: int, seed: int) -> RunSpec:
+    @property
+    def tuning_method(self) -> str:
+        return self.tries_from or self.method
+
+    @property
+    def all_flags(self) -> List[str]:
+        """The entry's flags and its chosen try's."""
+        return self.flags + self.tries.get(self.try_name, [])
+
+
+def _fill(flags: List[str], heads: int, seed: int) -> List[str]:
+    return [f.replace("{K}", str(heads)).replace("{seed}", str(seed)) for f in flags]
+
+
+def _run_spec(entry: Dict, heads: int, seed: int, **extra) -> RunSpec:
     """A config entry's run at ``heads`` and ``seed`` ({K} and {seed} filled in its flags)."""
     spec = {key: v for key, v in entry.items() if key not in ("heads", "seeds", "seeds_at")}
-    flags = [f.replace("{K}", str(heads)).replace("{seed}", str(seed)) for f in entry.get("flags", [])]
-    return RunSpec(**dict(spec, flags=flags), heads=heads, seed=seed)
+    templates = [entry.get("flags", [])] + list(entry.get("tries", {}).values())
+    shared = entry.get("prepare") is None and not any("{K}" in f for t in templates for f in t)
+    tries = {name: _fill(f, heads, seed) for name, f in entry.get("tries", {}).items()}
+    return RunSpec(**dict(spec, flags=_fill(entry.get("flags", []), heads, seed), tries=tries),
+                   heads=heads, seed=seed, shared_finetune=shared, **extra)
 
 
 @dataclass
@@ -99,15 +141,25 @@ class Sweep:
             raw = json.load(f)
         runs = []
         entries = [dict(e) for e in raw["runs"]]
+        by_method = {e["method"]: e for e in entries}
+        for entry in entries:
+            source = entry.get("tries_from")
+            if source:
+                if source not in by_method or not by_method[source].get("tries"):
+                    raise JobError(f"{path}: {entry['method']}: tries_from {source}: no such method with tries")
+                entry["tries"], entry["choose"] = by_method[source]["tries"], by_method[source].get("choose", "valid")
+        for entry in entries:
+            if entry.get("choose", "valid") not in CHOICES:
+                raise JobError(f"{path}: {entry['method']}: choose must be one of {', '.join(CHOICES)}")
+        seeds_of = [lambda k, e=e: e.get("seeds_at", {}).get(str(k), e.get("seeds", [1])) for e in entries]
         rounds = max(len(e["heads"]) for e in entries)
         for i in range(rounds):  # every method's first K (first seeds first), then every second K, ...
-            batch = []
-            for entry in entries:
-                if i < len(entry["heads"]):
-                    k = entry["heads"][i]
-                    batch.append((entry, k, entry.get("seeds_at", {}).get(str(k), entry.get("seeds", [1]))))
+            batch = [(e, e["heads"][i], seeds(e["heads"][i])) for e, seeds in zip(entries, seeds_of)
+                     if i < len(e["heads"])]
             for j in range(max(len(seeds) for _, _, seeds in batch)):
                 for entry, k, seeds in batch:
+                    if i == j == 0 and entry.get("tries") and not entry.get("tries_from"):  # its tuning runs
+                        runs += [_run_spec(entry, k, seeds[0], try_name=t, tuning=True) for t in entry["tries"]]
                     if j < len(seeds):
                         runs.append(_run_spec(entry, k, seeds[j]))
         names = [r.name for r in runs]
@@ -132,11 +184,27 @@ class Sweep:
     def run_dir(self, spec: RunSpec) -> str:
         return os.path.join(self.workdir, "runs", spec.name)
 
+    def finetune_dir(self, spec: RunSpec) -> str:
+        return os.path.join(self.workdir, "finetunes", spec.finetune_name)
+
+    def tuning_results(self, spec: RunSpec) -> Optional[Dict[str, dict]]:
+        """The finished tuning runs that choose ``spec``'s try (try name -> result), or None
+        while one of them has not finished."""
+        tuning = [r for r in self.runs if r.tuning and r.method == spec.tuning_method]
+        if not all(os.path.isfile(self.result_path(r)) for r in tuning):
+            return None
+        out = {}
+        for r in tuning:
+            with open(self.result_path(r), encoding="utf-8") as f:
+                out[r.try_name] = json.load(f)
+        return out
+
     # ---- commands -------------------------------------------------------------------
     def base_command(self) -> List[str]:
-        """The unpruned base, stock fairseq (no plugin): the demo's base settings with this
-        sweep's updates."""
-        return [tool("fairseq-train"), self.data_bin, "--task", "translation",
+        """The unpruned base, stock fairseq's task, model and criterion: the demo's base settings
+        with this sweep's updates. The plugin is loaded only so that an interrupted base can
+        resume (it allows torch's weights-only load of fairseq checkpoints)."""
+        return [tool("fairseq-train"), self.data_bin, "--user-dir", PLUGIN_DIR, "--task", "translation",
                 "--arch", "transformer_iwslt_de_en", *WIDTH, "--criterion", "label_smoothed_cross_entropy",
                 "--label-smoothing", "0.1", "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--lr", "1e-3",
                 "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "500", "--max-tokens", "4096",
@@ -161,7 +229,7 @@ class Sweep:
         else:
             model = ["--arch", "transformer_pass_iwslt", "--criterion", "pass_label_smoothed_cross_entropy",
                      "--optimizer", "pass_adam"]
-        return common + model + spec.flags
+        return common + model + spec.all_flags
 
 
 def shard_data(sweep: Sweep) -> str:
@@ -234,16 +302,21 @@ def prepare_mask(sweep: Sweep, spec: RunSpec) -> str:
 
 def fine_tune(sweep: Sweep, spec: RunSpec, data: str, work: str, result: dict) -> str:
     """Run (or resume) the fine-tune; returns the selected checkpoint and fills ``result``."""
-    train_dir = os.path.join(work, "train")
+    train_dir = sweep.finetune_dir(spec)
     os.makedirs(train_dir, exist_ok=True)
     init = prepare_mask(sweep, spec) if spec.prepare else sweep.base_checkpoint
     log = os.path.join(train_dir, "train.log")
     cmd = sweep.finetune_command(spec, data, init, train_dir)
-    start = time.time()
-    check(run(cmd, log, append=True, show=False), f"{spec.name}: fine-tune (fairseq-train)", log)
+    done = os.path.join(train_dir, "finished.json")  # a fine-tune shared across K's runs once
+    if not os.path.isfile(done):
+        start = time.time()
+        check(run(cmd, log, append=True, show=False), f"{spec.name}: fine-tune (fairseq-train)", log)
+        write_json(done, {"seconds": round(time.time() - start, 1)})
+    with open(done, encoding="utf-8") as f:
+        seconds = json.load(f)["seconds"]
     best, last = (os.path.join(train_dir, f"checkpoint_{n}.pt") for n in ("best", "last"))
     selected = best if spec.select == "best" and os.path.isfile(best) else last
-    result.update(selected=os.path.basename(selected), finetune_seconds=round(time.time() - start, 1),
+    result.update(selected=os.path.basename(selected), finetune_seconds=seconds, finetune=spec.finetune_name,
                   updates=checkpoint_updates(last), command=" ".join(os.path.basename(c) if i == 0 else c for i, c in enumerate(cmd)))
     return selected
 
@@ -251,7 +324,9 @@ def fine_tune(sweep: Sweep, spec: RunSpec, data: str, work: str, result: dict) -
 def run_one(sweep: Sweep, spec: RunSpec, data: str) -> dict:
     """Fine-tune, select, prune, score and time one run; returns its result (also written)."""
     work = sweep.run_dir(spec)
-    result = {"method": spec.method, "label": spec.label or spec.method, "heads": spec.heads, "seed": spec.seed}
+    result = {"method": spec.method, "label": spec.label or spec.method, "heads": spec.heads, "seed": spec.seed,
+              "try": spec.try_name, "tuning": spec.tuning, "tuning_method": spec.tuning_method,
+              "choose": spec.choose if spec.tries else None, "try_flags": spec.tries.get(spec.try_name, [])}
     if spec.train:
         selected = fine_tune(sweep, spec, data, work, result)
     else:
@@ -296,7 +371,12 @@ def run_sweep(sweep: Sweep, only: Optional[List[str]] = None) -> int:
     for i, spec in enumerate(todo, 1):
         print(f"\n=== sweep run {i}/{len(todo)}: {spec.name} ===", flush=True)
         try:
-            result = run_one(sweep, spec, data)
+            if spec.tries and not spec.tuning:
+                spec = resolve_try(sweep, spec)
+                if spec is None:
+                    failed += 1
+                    continue
+            result = reuse_tuning_run(sweep, spec) or run_one(sweep, spec, data)
         except JobError as e:
             print(f"sweep: {spec.name} failed: {e}", file=sys.stderr, flush=True)
             failed += 1
@@ -307,8 +387,36 @@ def run_sweep(sweep: Sweep, only: Optional[List[str]] = None) -> int:
     return failed
 
 
+def resolve_try(sweep: Sweep, spec: RunSpec) -> Optional[RunSpec]:
+    """``spec`` with its chosen try, or None (said on stderr) while its tuning runs are
+    unfinished."""
+    results = sweep.tuning_results(spec)
+    if results is None:
+        print(f"sweep: {spec.name} waits for the tuning runs of {spec.tuning_method}", file=sys.stderr, flush=True)
+        return None
+    chosen = choose_try(results, spec.choose, spec.heads)
+    print(f"sweep: {spec.name} uses {spec.tuning_method}'s try {chosen!r} (choice by {spec.choose})", flush=True)
+    return replace(spec, try_name=chosen)
+
+
+def reuse_tuning_run(sweep: Sweep, spec: RunSpec) -> Optional[dict]:
+    """The result of the tuning run that is this very run (same method, try, K and seed), as
+    the method's own row; None when there is none."""
+    for r in sweep.runs:
+        if (r.tuning and r.method == spec.method and r.try_name == spec.try_name
+                and (r.heads, r.seed) == (spec.heads, spec.seed) and os.path.isfile(sweep.result_path(r))):
+            with open(sweep.result_path(r), encoding="utf-8") as f:
+                return dict(json.load(f), tuning=False, reused=r.name)
+    return None
+
+
 def forget_run(sweep: Sweep, spec: RunSpec) -> None:
-    """Drop a run's result and work folder, so that the next sweep does it again."""
+    """Drop a run's result, work folder and fine-tune (shared with the run's other K's when
+    the fine-tune does not depend on K), so that the next sweep does it again."""
     if os.path.isfile(sweep.result_path(spec)):
         os.remove(sweep.result_path(spec))
     shutil.rmtree(sweep.run_dir(spec), ignore_errors=True)
+    if spec.tries and not spec.tuning:
+        spec = resolve_try(sweep, spec)
+    if spec is not None and spec.train:
+        shutil.rmtree(sweep.finetune_dir(spec), ignore_errors=True)

@@ -99,3 +99,98 @@ def test_committed_config_loads():
     sweep = Sweep.load(os.path.join(ROOT, "results", "deb-de-en", "sweep.json"))
     assert {"base", "control", "pass", "passconc"} <= {r.method for r in sweep.runs}
     assert {r.heads for r in sweep.runs if r.method == "pass"} == {8, 16, 32}
+
+
+TUNED = dict(CONFIG, runs=[
+    {"method": "pass", "heads": [16, 8], "flags": ["--pass-target-heads", "{K}"],
+     "tries": {"a": [], "b": ["--pass-gate-lr", "0.05"]}},
+    {"method": "passconc", "heads": [16], "flags": ["--pass-target-heads", "{K}", "--pass-concentrator"],
+     "tries_from": "pass"},
+    {"method": "voita", "heads": [16, 8], "flags": ["--pass-method", "voita"], "choose": "own_count",
+     "tries": {"p1": ["--pass-l0-penalty", "0.01"], "p3": ["--pass-l0-penalty", "0.03"]}},
+])
+
+
+def test_tuning_tries_run_first_and_fine_tunes_are_shared_only_when_k_is_not_in_the_flags(tmp_path):
+    sweep = Sweep.load(write_config(tmp_path, TUNED))
+    assert [r.name for r in sweep.runs] == [
+        "pass.a-k16-s1", "pass.b-k16-s1", "pass-k16-s1", "passconc-k16-s1",
+        "voita.p1-k16-s1", "voita.p3-k16-s1", "voita-k16-s1", "pass-k8-s1", "voita-k8-s1"]
+    runs = {r.name: r for r in sweep.runs}
+    assert runs["pass.b-k16-s1"].all_flags == ["--pass-target-heads", "16", "--pass-gate-lr", "0.05"]
+    assert runs["pass.b-k16-s1"].finetune_name == "pass.b-k16-s1"  # {K} in the flags: one per K
+    assert runs["voita.p3-k16-s1"].finetune_name == "voita.p3-s1"  # one fine-tune serves every K
+    assert runs["passconc-k16-s1"].tries == runs["pass-k16-s1"].tries and runs["passconc-k16-s1"].choose == "valid"
+    assert runs["pass-k8-s1"].try_name is None  # chosen when it runs
+
+
+def _tuning_result(sweep, name, valid, own_kept):
+    spec = next(r for r in sweep.runs if r.name == name)
+    os.makedirs(os.path.dirname(sweep.result_path(spec)), exist_ok=True)
+    result = {"method": spec.method, "heads": spec.heads, "seed": spec.seed, "try": spec.try_name, "tuning": True,
+              "tuning_method": spec.method, "choose": spec.choose, "try_flags": spec.tries[spec.try_name],
+              "valid": {"sacrebleu": valid}, "test": {"sacrebleu": valid}, "own_kept": own_kept}
+    with open(sweep.result_path(spec), "w") as f:
+        json.dump(result, f)
+
+
+def test_runs_use_the_try_chosen_on_valid_and_voita_chooses_by_its_own_count(tmp_path, monkeypatch):
+    from pass_fairseq.sweep import resolve_try, reuse_tuning_run
+
+    monkeypatch.chdir(tmp_path)
+    sweep = Sweep.load(write_config(tmp_path, TUNED))
+    runs = {r.name: r for r in sweep.runs}
+    assert resolve_try(sweep, runs["pass-k8-s1"]) is None  # tuning not finished: waits
+    _tuning_result(sweep, "pass.a-k16-s1", 14.0, 16)
+    _tuning_result(sweep, "pass.b-k16-s1", 14.5, 16)
+    _tuning_result(sweep, "voita.p1-k16-s1", 15.0, 30)
+    _tuning_result(sweep, "voita.p3-k16-s1", 13.0, 12)
+    pass8 = resolve_try(sweep, runs["pass-k8-s1"])
+    assert pass8.try_name == "b" and pass8.all_flags[-2:] == ["--pass-gate-lr", "0.05"]
+    assert resolve_try(sweep, runs["passconc-k16-s1"]).try_name == "b"  # PASS's tuning decides
+    assert resolve_try(sweep, runs["voita-k16-s1"]).try_name == "p1"  # 30 >= 16 (12 is not)
+    assert resolve_try(sweep, runs["voita-k8-s1"]).try_name == "p3"  # the fewest at or above 8
+    reused = reuse_tuning_run(sweep, resolve_try(sweep, runs["pass-k16-s1"]))
+    assert reused["try"] == "b" and reused["tuning"] is False and reused["reused"] == "pass.b-k16-s1"
+    assert reuse_tuning_run(sweep, pass8) is None and reuse_tuning_run(sweep, resolve_try(sweep, runs["passconc-k16-s1"])) is None
+
+
+def test_choose_try_rules():
+    from pass_fairseq.sweep_tuning import choose_try
+
+    r = {"x": {"valid": {"sacrebleu": 10.0}, "own_kept": 5}, "y": {"valid": {"sacrebleu": 12.0}, "own_kept": 7},
+         "z": {"valid": {"sacrebleu": 11.0}, "own_kept": 7}}
+    assert choose_try(r, "valid", 16) == "y"
+    assert choose_try(r, "own_count", 6) == "y"  # 7 >= 6, the better valid of the two 7s
+    assert choose_try(r, "own_count", 5) == "x"
+    assert choose_try(r, "own_count", 16) == "y"  # none reaches 16: the most heads
+    with pytest.raises(ValueError, match="choose"):
+        choose_try(r, "test", 16)
+
+
+def test_bad_tuning_config_is_refused(tmp_path):
+    bad = dict(CONFIG, runs=[{"method": "pass", "heads": [16], "flags": [], "tries_from": "dsp"}])
+    with pytest.raises(JobError, match="tries_from dsp: no such method with tries"):
+        Sweep.load(write_config(tmp_path, bad))
+    bad = dict(CONFIG, runs=[{"method": "pass", "heads": [16], "flags": [], "tries": {"a": []}, "choose": "test"}])
+    with pytest.raises(JobError, match="choose must be one of valid, own_count"):
+        Sweep.load(write_config(tmp_path, bad))
+
+
+def test_tuning_runs_stay_out_of_the_table_and_are_listed_with_their_users(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    made = [dict(_run("pass", 16, 1, 15.0), tuning=True, tuning_method="pass", choose="valid", **{"try": "a"}),
+            dict(_run("pass", 16, 1, 15.5), tuning=True, tuning_method="pass", choose="valid", **{"try": "b"},
+                 try_flags=["--pass-gate-lr", "0.05"]),
+            dict(_run("pass", 16, 1, 15.5), tuning=False, tuning_method="pass", **{"try": "b"}),
+            dict(_run("passconc", 16, 1, 15.1), tuning=False, tuning_method="pass", **{"try": "b"})]
+    for i, r in enumerate(made):
+        (runs / f"{i}.json").write_text(json.dumps(r))
+    rows = write_table(str(tmp_path))
+    assert len(rows) == 4
+    md = (tmp_path / "table.md").read_text()
+    assert md.count("| pass | 16 | 1 |") == 1 and "passconc" in md
+    tuning = (tmp_path / "tuning.md").read_text()
+    assert "| pass | b | valid | 16 | 14.5 |" in tuning and "pass K=16 s1, passconc K=16 s1" in tuning
+    assert "--pass-gate-lr 0.05" in tuning
