@@ -9,7 +9,9 @@
 * ``tuning.md``: every tuning try (valid sacreBLEU at the first K) and where its method used it;
 * ``bleu_vs_k.png`` (test BLEU against K per method, the unpruned base and the equal-budget
   control as lines), ``bleu_vs_speedup.png`` (the trade-off a user chooses on) and
-  ``gates_k16.png`` (kept heads per module kind and layer of every method at K = 16).
+  ``gates_k16.png`` (kept heads per module kind and layer of every method at K = 16);
+  ``base_valid.png``: the base's validation perplexity over its updates (``base_curve.csv``,
+  which the sweep writes from the base's training log).
 """
 import csv
 import glob
@@ -168,7 +170,26 @@ def plot(results_dir: str, rows: Optional[List[dict]] = None) -> List[str]:
              and r.get("gates")]
     if grids:
         written.append(_gate_maps(plt, grids, os.path.join(results_dir, "gates_k16.png")))
+    curve = os.path.join(results_dir, "base_curve.csv")
+    if os.path.isfile(curve):
+        written.append(_base_curve(plt, curve, os.path.join(results_dir, "base_valid.png")))
     return written
+
+
+def _base_curve(plt, csv_path: str, path: str) -> str:
+    """The base's validation perplexity against its updates (from ``base_curve.csv``)."""
+    with open(csv_path, encoding="utf-8") as f:
+        points = [(int(r["updates"]), float(r["valid_ppl"])) for r in csv.DictReader(f)]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
+    ax.set_xlabel("updates")
+    ax.set_ylabel("valid perplexity")
+    ax.set_yscale("log")
+    ax.set_title("the sweep's base: validation perplexity")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def _finish(plt, fig, ax, xlabel: str, title: str, path: str) -> str:

@@ -55,6 +55,7 @@ from pass_fairseq.checkpoints import load_checkpoint
 from pass_fairseq.commands import JobError, check, run, tool, write_json
 from pass_fairseq.gate_report import gate_report
 from pass_fairseq.sweep_tuning import CHOICES, choose_try
+from pass_fairseq.train_logs import valid_curve
 
 #: the base model's topology, the demo's and the sweep's: transformer_iwslt_de_en (6+6 layers,
 #: 4 heads, so 18 attention modules and 72 heads) at width 128 / ffn 512, pre-norm (much faster
@@ -256,6 +257,21 @@ def ensure_base(sweep: Sweep) -> None:
     check(run(sweep.base_command(), log, append=True), "base training (fairseq-train)", log)
 
 
+def write_base_curve(sweep: Sweep) -> str:
+    """``RESULTS/base_curve.csv``: the base's validation loss and perplexity at every epoch end,
+    from its training log."""
+    with open(os.path.join(sweep.base["dir"], "train.log"), encoding="utf-8", errors="replace") as f:
+        curve = valid_curve(f.read())
+    path = os.path.join(sweep.results, "base_curve.csv")
+    os.makedirs(sweep.results, exist_ok=True)
+    with open(path + ".tmp", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["updates", "valid_loss", "valid_nll_loss", "valid_ppl"])
+        writer.writerows(curve)
+    os.replace(path + ".tmp", path)
+    return path
+
+
 def gate_summary(checkpoint: str, heads: Optional[int]) -> dict:
     """Counts of the selected (gated) checkpoint and whether it is on target."""
     report = gate_report(load_checkpoint(checkpoint)["model"])
@@ -366,6 +382,7 @@ def run_sweep(sweep: Sweep, only: Optional[List[str]] = None) -> int:
     if not todo:
         return 0
     ensure_base(sweep)
+    write_base_curve(sweep)
     data = shard_data(sweep)
     failed = 0
     for i, spec in enumerate(todo, 1):

@@ -7,16 +7,22 @@ Stages (each prints its wall time; a failed stage stops the demo with one line):
   2. base        fairseq-train: unpruned 6+6-layer, 4-head (72 heads) pre-norm
                  Transformer, width 128 / ffn 512, 2,400 updates          (cached)
   3. base eval   fairseq-generate, beam 5, test set, detokenized sacreBLEU  (cached)
-  4. PASS        fine-tune the base with the PASS regulariser to exactly K heads
-  5. PASS eval   prune the heads physically (pass-prune-checkpoint) and score the
+  4. control     the equal-budget control: the base fine-tuned with the very same
+                 command (shards, epochs, learning rate, seed) but no gates and no
+                 pruning, then scored like the base                          (cached)
+  5. PASS        fine-tune the base with the PASS regulariser to exactly K heads
+  6. PASS eval   prune the heads physically (pass-prune-checkpoint) and score the
                  pruned model like the base
-  6. gates       pass-inspect-gates --plot: the heat map of kept heads
-  7. report      printed and written to WORKDIR/report.md (and report.json)
+  7. gates       pass-inspect-gates --plot: the heat map of kept heads
+  8. report      printed and written to WORKDIR/report.md (and report.json); the pruned
+                 model is compared with the control (what the extra updates alone give)
+                 and with the base
 
     python scripts/demo.py [--heads K] [--concentrator] [--epochs E] [--workdir DIR]
 
 The PASS stage always starts afresh from the cached base (its folder is wiped), so a
-rerun measures the pruning itself. The schedule and its reasons: README.md, "The demo".
+rerun measures the pruning itself. The control does not depend on K or the concentrator:
+it is trained once per fine-tune setting and reused. The schedule and its reasons: README.md, "The demo".
 """
 import argparse
 import json
@@ -34,6 +40,7 @@ from pass_fairseq.commands import JobError, check, run, tool, write_json  # noqa
 from pass_fairseq.evaluation import generate, score  # noqa: E402
 from pass_fairseq.gate_report import MODULE_KINDS, kept_heads  # noqa: E402
 from pass_fairseq.shards import build_shards  # noqa: E402
+from pass_fairseq.train_logs import last_update  # noqa: E402
 from pass_fairseq.sweep import HEADS_TOTAL, WIDTH  # noqa: E402  (the base topology, shared with the sweep)
 
 # The PASS fine-tune's schedule (token scaling, 8 shards, clip 10, open gates, no
@@ -42,7 +49,7 @@ from pass_fairseq.sweep import HEADS_TOTAL, WIDTH  # noqa: E402  (the base topol
 PASS_DEFAULTS = dict(lambda_init=0.1, lambda_factor=2.0, gate_lr=0.2, shards=8, epochs=8, reopen_until_epoch=0,
                      clip=10.0, lr=5e-4, warmup=50, conc_epochs="3-5")
 
-STAGES = ("corpus", "base", "base eval", "PASS fine-tune", "PASS eval", "gates", "report")
+STAGES = ("corpus", "base", "base eval", "control", "PASS fine-tune", "PASS eval", "gates", "report")
 
 
 # ---- stages ---------------------------------------------------------------------------
@@ -156,31 +163,76 @@ def pass_data(args):
     return shards.data
 
 
-def pass_command(args, base_ckpt):
-    cmd = [tool("fairseq-train"), pass_data(args), "--user-dir", "pass_fairseq",
-           "--task", "translation_pass", "--arch", "transformer_pass_iwslt", *WIDTH,
-           "--finetune-from-model", base_ckpt,
-           "--criterion", "pass_label_smoothed_cross_entropy", "--label-smoothing", "0.1",
-           "--pass-target-heads", str(args.heads), "--pass-reg-scaling", "token",
-           "--pass-lambda-init", str(args.lambda_init),
-           "--optimizer", "pass_adam", "--adam-betas", "(0.9,0.98)", "--pass-gate-lr", str(args.gate_lr),
+def finetune_command(args, base_ckpt, save_dir):
+    """What the PASS fine-tune and the control share: data, schedule, batch size, seed."""
+    cmd = [tool("fairseq-train"), pass_data(args), "--user-dir", "pass_fairseq", "--task", "translation_pass",
+           *WIDTH, "--finetune-from-model", base_ckpt, "--label-smoothing", "0.1", "--adam-betas", "(0.9,0.98)",
            "--lr", str(args.lr), "--lr-scheduler", "fixed", "--warmup-updates", str(args.warmup),
            "--max-tokens", "4096", "--max-epoch", str(args.epochs), "--dropout", "0.1",
-           "--pass-lambda-factor", str(args.lambda_factor),
-           "--pass-clip-min", str(-args.clip), "--pass-clip-max", str(args.clip),
-           "--best-checkpoint-metric", "pass_loss",
-           "--save-dir", args.pass_dir, "--no-epoch-checkpoints",
+           "--save-dir", save_dir, "--no-epoch-checkpoints",
            "--log-format", "simple", "--log-interval", "25", "--seed", str(args.seed), "--num-workers", "0"]
+    if args.max_update:
+        cmd += ["--max-update", str(args.max_update)]
+    return cmd
+
+
+def control_command(args, base_ckpt):
+    """The equal-budget control: the PASS fine-tune's command with the stock model,
+    criterion and optimizer."""
+    return finetune_command(args, base_ckpt, args.control_dir) + [
+        "--arch", "transformer_iwslt_de_en", "--criterion", "label_smoothed_cross_entropy", "--optimizer", "adam"]
+
+
+def pass_command(args, base_ckpt):
+    cmd = finetune_command(args, base_ckpt, args.pass_dir) + [
+        "--arch", "transformer_pass_iwslt", "--criterion", "pass_label_smoothed_cross_entropy",
+        "--pass-target-heads", str(args.heads), "--pass-reg-scaling", "token",
+        "--pass-lambda-init", str(args.lambda_init),
+        "--optimizer", "pass_adam", "--pass-gate-lr", str(args.gate_lr),
+        "--pass-lambda-factor", str(args.lambda_factor),
+        "--pass-clip-min", str(-args.clip), "--pass-clip-max", str(args.clip),
+        "--best-checkpoint-metric", "pass_loss"]
     if args.reopen_until_epoch >= 2:
         cmd += ["--pass-reopen-until-epoch", str(args.reopen_until_epoch)]
     else:
         cmd += ["--pass-no-reopen"]
-    if args.max_update:
-        cmd += ["--max-update", str(args.max_update)]
     if args.concentrator:
         first, last = args.conc_epochs
         cmd += ["--pass-concentrator", "--pass-conc-start-epoch", str(first), "--pass-conc-end-epoch", str(last)]
     return cmd
+
+
+def stage_control(args, info, base):
+    """Train (or reuse) the equal-budget control and score it like the base."""
+    cmd = control_command(args, base["checkpoint"])
+    marker = os.path.join(args.control_dir, "demo-done.json")
+    base_stamp = os.path.getmtime(base["checkpoint"])
+    if os.path.isfile(marker):
+        with open(marker, encoding="utf-8") as f:
+            done = json.load(f)
+        if done.get("command") == _command_key(cmd) and done.get("base_mtime") == base_stamp:
+            info.update(done["info"], cached=True)
+            print(f"control cached: test sacreBLEU {info['sacrebleu']} after {info['updates']} updates")
+            return
+    if os.path.isdir(args.control_dir):
+        shutil.rmtree(args.control_dir)
+    os.makedirs(args.control_dir)
+    log_path = os.path.join(args.control_dir, "train.log")
+    start = time.time()
+    check(run(cmd, log_path), "control fine-tune (fairseq-train)", log_path)
+    ckpt = os.path.join(args.control_dir, "checkpoint_last.pt")
+    result, seconds = evaluate(args, ckpt, os.path.join(args.control_dir, "eval"))
+    info.update(result, checkpoint=ckpt, log=log_path, train_seconds=time.time() - start - seconds,
+                generate_seconds=seconds, updates=_updates(log_path))
+    write_json(marker, {"command": _command_key(cmd), "base_mtime": base_stamp, "info": info})
+    info["cached"] = False
+    print(f"control: test sacreBLEU {result['sacrebleu']} after {info['updates']} updates ({fmt_by_origin(result)})")
+
+
+def _updates(log_path):
+    """The last update number a fairseq-train log mentions."""
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        return last_update(f.read())
 
 
 def stage_pass(args, info, base):
@@ -198,8 +250,7 @@ def stage_pass(args, info, base):
                        f"{rel(best)}): train longer (--epochs) or raise --lambda-init;"
                        f" log: {rel(log_path)}")
     info["checkpoint"] = best
-    with open(log_path, encoding="utf-8", errors="replace") as f:
-        info["updates"] = max([int(m) for m in re.findall(r"num_updates (\d+)", f.read())] or [0])
+    info["updates"] = _updates(log_path)
 
 
 def stage_pass_eval(args, info, pruned):
@@ -267,7 +318,7 @@ def placement_table(report):
 
 
 def build_report(args, stages, times, total):
-    corpus, base, base_eval = stages["corpus"], stages["base"], stages["base eval"]
+    corpus, base, base_eval, control = stages["corpus"], stages["base"], stages["base eval"], stages["control"]
     tune, pruned, gates = stages["PASS fine-tune"], stages["PASS eval"], stages["gates"]
     report = gates["report"]
     method = "PASSCONC" if args.concentrator else "PASS"
@@ -286,11 +337,17 @@ def build_report(args, stages, times, total):
         "|---|---|---|" + "---|" * len(base_eval.get("by_origin", {})),
         f"| base | {HEADS_TOTAL} | {base_eval['sacrebleu']} | "
         + " | ".join(str(v) for v in base_eval.get("by_origin", {}).values()) + " |",
-        f"| pruned | {report['kept']} | {pruned['sacrebleu']} | "
+        f"| equal-budget control ({control['updates']} more updates, no pruning) | {HEADS_TOTAL} |"
+        f" {control['sacrebleu']} | "
+        + " | ".join(str(control.get("by_origin", {}).get(k, "")) for k in base_eval.get("by_origin", {})) + " |",
+        f"| pruned ({tune.get('updates', '?')} more updates) | {report['kept']} | {pruned['sacrebleu']} | "
         + " | ".join(str(pruned.get("by_origin", {}).get(k, "")) for k in base_eval.get("by_origin", {})) + " |",
         "",
-        f"BLEU change: {pruned['sacrebleu'] - base_eval['sacrebleu']:+.2f} "
-        f"(beam 5, detokenized sacreBLEU `{base_eval.get('signature', '')}`).",
+        f"**BLEU change from pruning: {pruned['sacrebleu'] - control['sacrebleu']:+.2f} against the equal-budget"
+        f" control** (the same fine-tune without gates); {pruned['sacrebleu'] - base_eval['sacrebleu']:+.2f}"
+        f" against the base, which includes what the extra updates alone give"
+        f" ({control['sacrebleu'] - base_eval['sacrebleu']:+.2f}). Beam 5, detokenized sacreBLEU"
+        f" `{base_eval.get('signature', '')}`.",
         "",
         f"Kept heads: {report['kept']} of {report['heads_total']} (open {report['open']}, closed"
         f" {report['closed']}, non-binary {report['nonbinary']}); attention modules active"
@@ -306,6 +363,9 @@ def build_report(args, stages, times, total):
         "base": ("cached, trained in " + fmt_time(base.get("train_seconds"))) if base.get("cached") else "trained",
         "base eval": ("cached, generated in " + fmt_time(base_eval.get("generate_seconds")))
         if base_eval.get("cached") else f"fairseq-generate {fmt_time(base_eval.get('generate_seconds'))}",
+        "control": ("cached" if control.get("cached") else f"{control.get('updates', '?')} updates, trained in"
+                    f" {fmt_time(control.get('train_seconds'))}") + f", fairseq-generate"
+                   f" {fmt_time(control.get('generate_seconds'))}",
         "PASS fine-tune": f"{tune.get('updates', '?')} updates",
         "PASS eval": f"conversion {fmt_time(pruned.get('convert_seconds'))}, fairseq-generate"
                      f" {fmt_time(pruned.get('generate_seconds'))}",
@@ -318,6 +378,7 @@ def build_report(args, stages, times, total):
         "",
         "Files:",
         f"- base checkpoint: `{rel(base['checkpoint'])}`, log `{rel(base['log'])}`",
+        f"- control checkpoint: `{rel(control['checkpoint'])}`, log `{rel(control['log'])}`",
         f"- PASS checkpoint (best on-target): `{rel(tune['checkpoint'])}`, log `{rel(tune['log'])}`",
         f"- pruned checkpoint (heads removed): `{rel(pruned['checkpoint'])}`",
         f"- translations: `{rel(os.path.join(args.base_dir, 'eval', 'hyp.test.en'))}`,"
@@ -376,6 +437,7 @@ def parse_args(argv=None):
         p.error(f"--conc-epochs {text}: give two epochs FIRST-LAST with FIRST <= LAST, e.g. 3-5")
     args.base_dir = os.path.join(args.workdir, "base")
     args.pass_dir = os.path.join(args.workdir, f"pass{'conc' if args.concentrator else ''}-k{args.heads}")
+    args.control_dir = os.path.join(args.workdir, "control")
     return args
 
 
@@ -388,6 +450,7 @@ def main(argv=None):
         ("corpus", lambda: stage_corpus(args, stages["corpus"])),
         ("base", lambda: stage_base(args, stages["base"])),
         ("base eval", lambda: stage_base_eval(args, stages["base eval"], stages["base"])),
+        ("control", lambda: stage_control(args, stages["control"], stages["base"])),
         ("PASS fine-tune", lambda: stage_pass(args, stages["PASS fine-tune"], stages["base"])),
         ("PASS eval", lambda: stage_pass_eval(args, stages["PASS eval"], stages["PASS fine-tune"])),
         ("gates", lambda: stage_gates(args, stages["gates"], stages["PASS fine-tune"])),

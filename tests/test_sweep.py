@@ -90,8 +90,11 @@ def test_table_and_plots_come_from_the_run_files(tmp_path):
     assert summary[("control", 72)]["speed-up"] == "1.00"
     md = (tmp_path / "table.md").read_text()
     assert md.count("\n") == 2 + 5 and "| dsp | 16 | 1 |" in md
+    (tmp_path / "base_curve.csv").write_text("updates,valid_loss,valid_nll_loss,valid_ppl\n448,8.1,7.2,150.0\n"
+                                             "896,7.0,6.0,64.0\n")
     written = plot(str(tmp_path), rows)
-    assert [os.path.basename(p) for p in written] == ["bleu_vs_k.png", "bleu_vs_speedup.png", "gates_k16.png"]
+    assert [os.path.basename(p) for p in written] == ["bleu_vs_k.png", "bleu_vs_speedup.png", "gates_k16.png",
+                                                      "base_valid.png"]
     assert all(os.path.getsize(p) > 1000 for p in written)
 
 
@@ -194,3 +197,17 @@ def test_tuning_runs_stay_out_of_the_table_and_are_listed_with_their_users(tmp_p
     tuning = (tmp_path / "tuning.md").read_text()
     assert "| pass | b | valid | 16 | 14.5 |" in tuning and "pass K=16 s1, passconc K=16 s1" in tuning
     assert "--pass-gate-lr 0.05" in tuning
+
+
+LOG = """2026-11-26 06:31:52 | INFO | valid | epoch 003 | valid on 'valid' subset | loss 6.758 | nll_loss 5.696 | ppl 51.82 | wps 2204.7 | wpb 2362.1 | bsz 142.9 | num_updates 1344 | best_loss 6.758
+2026-11-26 06:32:11 | INFO | train_inner | epoch 004:      6 / 448 loss=7.19, nll_loss=6.204, ppl=73.7, num_updates=1350
+2026-11-26 06:20:00 | INFO | valid | epoch 002 | valid on 'valid' subset | loss 7.5 | nll_loss 6.5 | ppl 90.5 | wps 2204.7 | num_updates 896 | best_loss 7.5
+2026-11-26 06:40:00 | INFO | valid | epoch 003 | valid on 'valid' subset | loss 6.7 | nll_loss 5.6 | ppl 50.1 | wps 2204.7 | num_updates 1344 | best_loss 6.7
+"""
+
+
+def test_train_logs_read_the_valid_curve_and_the_last_update():
+    from pass_fairseq.train_logs import last_update, valid_curve
+
+    assert valid_curve(LOG) == [(896, 7.5, 6.5, 90.5), (1344, 6.7, 5.6, 50.1)]  # a resumed epoch counts once
+    assert last_update(LOG) == 1344 and last_update("nothing") == 0
