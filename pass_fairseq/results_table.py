@@ -103,6 +103,8 @@ def tuning_rows(runs: List[dict]) -> List[dict]:
         out.append({"method": t["method"], "try": t["try"], "chosen by": t.get("choose") or "",
                     "K": t["heads"], "valid BLEU": t.get("valid", {}).get("sacrebleu"),
                     "own kept": t.get("own_kept", ""), "on target": t.get("on_target", ""),
+                    "own mask: valid / test BLEU": (f"{t['own']['valid']['sacrebleu']} / {t['own']['test']['sacrebleu']}"
+                                                    if t.get("own") else "-"),
                     "used by": ", ".join(f"{m} K={k} s{s}" for m, k, s in _users(runs, t)) or "-",
                     "flags": " ".join(t.get("try_flags", []))})
     return out

@@ -40,6 +40,7 @@ K; ``"own_count"`` (Voita, whose penalty sets how many heads it keeps) per K, th
 kept count (z > 0.5) is the smallest at or above K. ``"tries_from": "<method>"`` takes another
 entry's tries and choice (an ablation uses the settings its method was tuned to). A run whose
 flags do not depend on K (no ``{K}``, no ``prepare``) shares one fine-tune across the K's.
+``"score_own_mask": true`` (Voita) also scores each tuning run pruned to its own kept heads.
 """
 import csv
 import json
@@ -87,6 +88,7 @@ class RunSpec:
     try_name: Optional[str] = None  #: the try this run uses (None: not chosen yet, or no tries)
     tuning: bool = False  #: a tuning run: one try at the first K and seed
     shared_finetune: bool = False  #: the fine-tune does not depend on K: one serves every K
+    score_own_mask: bool = False  #: tuning runs also score the model pruned to its own kept heads
 
     @property
     def name(self) -> str:
@@ -348,29 +350,40 @@ def run_one(sweep: Sweep, spec: RunSpec, data: str) -> dict:
     else:
         selected = sweep.base_checkpoint
         result.update(selected="base", updates=checkpoint_updates(selected), finetune_seconds=0.0)
-    evaluated = selected
     if spec.arch == "gated":
         gates = gate_summary(selected, spec.heads)
         result["gates"] = gates
         result["on_target"] = gates["on_target"]
         result["own_kept"] = gates["kept"]  # what the method keeps by itself (z > 0.5)
     if spec.prune:
-        evaluated = os.path.join(work, "pruned.pt")
-        cmd = [tool("pass-prune-checkpoint"), selected, evaluated]
-        if spec.prune == "heads":
-            cmd += ["--heads", str(spec.heads)]
-        check(run(cmd, show=False), f"{spec.name}: pass-prune-checkpoint")
-        kept = load_checkpoint(evaluated)["pass_pruned_heads"]
-        result["kept_heads"] = sum(len(v) for v in kept.values())
-        result["modules_active"] = sum(1 for v in kept.values() if v)
+        result.update(prune_and_score(sweep, spec, selected, spec.prune, work))
         result["bench"] = bench_ratios(sweep, selected, spec.heads, os.path.join(work, "bench"))
     else:
-        result["kept_heads"], result["modules_active"] = HEADS_TOTAL, MODULES_TOTAL
+        result.update(score(sweep, selected, work), kept_heads=HEADS_TOTAL, modules_active=MODULES_TOTAL)
         result["bench"] = {"speedup": 1.0}  # the unpruned model is the benchmark's reference
-    raw = os.path.join(sweep.corpus, "raw")
+    if spec.score_own_mask and spec.tuning:  # what the method deploys by itself, without a K
+        result["own"] = prune_and_score(sweep, spec, selected, "gates", os.path.join(work, "own"))
+    return result
+
+
+def prune_and_score(sweep: Sweep, spec: RunSpec, selected: str, how: str, work: str) -> dict:
+    """Prune ``selected`` with ``pass-prune-checkpoint`` (``how``: ``heads``, the K largest
+    log_alpha, or ``gates``, its own kept heads) and score the pruned model."""
+    pruned = os.path.join(work, "pruned.pt")
+    cmd = [tool("pass-prune-checkpoint"), selected, pruned] + (["--heads", str(spec.heads)] if how == "heads" else [])
+    check(run(cmd, show=False), f"{spec.name}: pass-prune-checkpoint")
+    kept = load_checkpoint(pruned)["pass_pruned_heads"]
+    return dict(score(sweep, pruned, work), kept_heads=sum(len(v) for v in kept.values()),
+                modules_active=sum(1 for v in kept.values() if v))
+
+
+def score(sweep: Sweep, checkpoint: str, work: str) -> dict:
+    """Valid and test sacreBLEU (beam 5, detokenized, per origin) of ``checkpoint``."""
+    raw, out = os.path.join(sweep.corpus, "raw"), os.path.join(work, "eval")
+    result = {}
     for split in ("valid", "test"):
-        hyps, _ = evaluation.generate(sweep.data_bin, evaluated, os.path.join(work, "eval"), 128, split=split)
-        result[split] = evaluation.score(hyps, raw, os.path.join(work, "eval"), split=split)
+        hyps, _ = evaluation.generate(sweep.data_bin, checkpoint, out, 128, split=split)
+        result[split] = evaluation.score(hyps, raw, out, split=split)
     return result
 
 

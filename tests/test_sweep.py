@@ -185,7 +185,7 @@ def test_tuning_runs_stay_out_of_the_table_and_are_listed_with_their_users(tmp_p
     runs.mkdir()
     made = [dict(_run("pass", 16, 1, 15.0), tuning=True, tuning_method="pass", choose="valid", **{"try": "a"}),
             dict(_run("pass", 16, 1, 15.5), tuning=True, tuning_method="pass", choose="valid", **{"try": "b"},
-                 try_flags=["--pass-gate-lr", "0.05"]),
+                 try_flags=["--pass-gate-lr", "0.05"], own={"valid": {"sacrebleu": 13.9}, "test": {"sacrebleu": 14.2}}),
             dict(_run("pass", 16, 1, 15.5), tuning=False, tuning_method="pass", **{"try": "b"}),
             dict(_run("passconc", 16, 1, 15.1), tuning=False, tuning_method="pass", **{"try": "b"})]
     for i, r in enumerate(made):
@@ -196,7 +196,7 @@ def test_tuning_runs_stay_out_of_the_table_and_are_listed_with_their_users(tmp_p
     assert md.count("| pass | 16 | 1 |") == 1 and "passconc" in md
     tuning = (tmp_path / "tuning.md").read_text()
     assert "| pass | b | valid | 16 | 14.5 |" in tuning and "pass K=16 s1, passconc K=16 s1" in tuning
-    assert "--pass-gate-lr 0.05" in tuning
+    assert "--pass-gate-lr 0.05" in tuning and "| 13.9 / 14.2 |" in tuning
 
 
 LOG = """2026-11-26 06:31:52 | INFO | valid | epoch 003 | valid on 'valid' subset | loss 6.758 | nll_loss 5.696 | ppl 51.82 | wps 2204.7 | wpb 2362.1 | bsz 142.9 | num_updates 1344 | best_loss 6.758
