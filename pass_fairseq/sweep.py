@@ -417,6 +417,25 @@ def run_sweep(sweep: Sweep, only: Optional[List[str]] = None) -> int:
     return failed
 
 
+def rebench(sweep: Sweep) -> int:
+    """Time every finished pruned run again (its scores stay): all speed ratios of the table
+    then come from one machine state and one version of the decoding code. Returns how
+    many runs were timed."""
+    timed = 0
+    for spec in sweep.runs:
+        path = sweep.result_path(spec)
+        if not spec.prune or not os.path.isfile(path):
+            continue
+        with open(path, encoding="utf-8") as f:
+            result = json.load(f)
+        selected = os.path.join(sweep.workdir, "finetunes", result["finetune"], result["selected"])
+        print(f"sweep: timing {spec.name} again ({selected})", flush=True)
+        result["bench"] = bench_ratios(sweep, selected, spec.heads, os.path.join(sweep.run_dir(spec), "bench"))
+        write_json(path, result, indent=1)
+        timed += 1
+    return timed
+
+
 def resolve_try(sweep: Sweep, spec: RunSpec) -> Optional[RunSpec]:
     """``spec`` with its chosen try, or None (said on stderr) while its tuning runs are
     unfinished."""

@@ -211,3 +211,24 @@ def test_train_logs_read_the_valid_curve_and_the_last_update():
 
     assert valid_curve(LOG) == [(896, 7.5, 6.5, 90.5), (1344, 6.7, 5.6, 50.1)]  # a resumed epoch counts once
     assert last_update(LOG) == 1344 and last_update("nothing") == 0
+
+
+def test_rebench_times_the_finished_pruned_runs_again_and_keeps_their_scores(tmp_path, monkeypatch):
+    import pass_fairseq.sweep as sweep_module
+
+    monkeypatch.chdir(tmp_path)
+    sweep = Sweep.load(write_config(tmp_path))
+    runs = {r.name: r for r in sweep.runs}
+    for name in ("control-k72-s1", "pass-k16-s1"):
+        spec = runs[name]
+        os.makedirs(os.path.dirname(sweep.result_path(spec)), exist_ok=True)
+        with open(sweep.result_path(spec), "w") as f:
+            json.dump({"finetune": spec.finetune_name, "selected": "checkpoint_best.pt", "bench": {"speedup": 9.0},
+                       "test": {"sacrebleu": 15.0}}, f)
+    timed = []
+    monkeypatch.setattr(sweep_module, "bench_ratios", lambda sw, ckpt, k, work: timed.append((ckpt, k)) or {"speedup": 1.3})
+    assert sweep_module.rebench(sweep) == 1  # the unpruned control has no pruned model to time
+    assert timed == [(os.path.join("work", "finetunes", "pass-k16-s1", "checkpoint_best.pt"), 16)]
+    with open(sweep.result_path(runs["pass-k16-s1"])) as f:
+        assert json.load(f) == {"finetune": "pass-k16-s1", "selected": "checkpoint_best.pt", "bench": {"speedup": 1.3},
+                                "test": {"sacrebleu": 15.0}}

@@ -6,6 +6,7 @@ write the table and the plots from every finished run.
     pass-sweep results/deb-de-en/sweep.json --only pass,control
     pass-sweep results/deb-de-en/sweep.json --redo pass-k16-s1
     pass-sweep results/deb-de-en/sweep.json --table      # only rebuild table and plots
+    pass-sweep results/deb-de-en/sweep.json --rebench    # time every finished run again, then the table
 
 It resumes: finished runs are skipped, an interrupted fine-tune goes on from its last
 checkpoint. Bad input: one line, exit 2.
@@ -19,7 +20,7 @@ from pass_fairseq.cli import parse_cli
 from pass_fairseq.commands import JobError
 from pass_fairseq.errors import fail
 from pass_fairseq.results_table import plot, write_table
-from pass_fairseq.sweep import Sweep, forget_run, run_sweep
+from pass_fairseq.sweep import Sweep, forget_run, rebench, run_sweep
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redo", metavar="RUN", action="append", default=[],
                    help="forget this run's result and work folder first (repeatable)")
     p.add_argument("--table", action="store_true", help="only rebuild the table and plots")
+    p.add_argument("--rebench", action="store_true",
+                   help="time every finished pruned run again (on a quiet machine, or after a change to the decoding"
+                        " code), keeping its scores, then rebuild the table")
     return p
 
 
@@ -55,7 +59,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"{spec.name:<28} {done}")
         return 0
     failed = 0
-    if not args.table:
+    if args.rebench:
+        try:
+            rebench(sweep)
+        except JobError as e:
+            fail(str(e), code=1)
+    elif not args.table:
         methods = [m for m in (args.only or "").split(",") if m]
         unknown = sorted(set(methods) - {s.method for s in sweep.runs})
         if unknown:
