@@ -3,8 +3,8 @@
 (each calls the plugin's own function and returns its result):
 
 * at each epoch start with reopening: this rank's own confidence statistics (before the
-  all-reduce), its log_alpha, the reopen probabilities it computed, its draws and the gates
-  it marked;
+  all-reduce), its log_alpha, the reopen probabilities it computed, the seed of its draws,
+  the draws and the gates it marked;
 * its first Hard Concrete gate draw in training;
 * at the end: its model's state (parameters and buffers).
 
@@ -41,7 +41,7 @@ def main() -> None:
 
     def observed_sample_reopen(probabilities, seed, epoch):
         chosen = sample_reopen(probabilities, seed, epoch)
-        record["epochs"][epoch].update(probabilities=probabilities.clone(), chosen=chosen.clone())
+        record["epochs"][epoch].update(probabilities=probabilities.clone(), seed=seed, chosen=chosen.clone())
         return chosen
 
     sample = HardConcrete.sample

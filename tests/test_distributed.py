@@ -16,13 +16,16 @@ from pass_fairseq.gates import worker_uniform
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBE = os.path.join(ROOT, "tests", "dist_probe.py")
 LAUNCHER = os.path.join(ROOT, "scripts", "train_distributed.py")
-K, SEED, CLIP_MIN, REOPEN_UNTIL = 4, 1, -6.0, 10
+K, SEED, CLIP_MIN, REOPEN_UNTIL, REOPEN_DECAY = 4, 1, -6.0, 10, 1.0
 #: 2 ranks x 4 batches of --max-tokens 750 an epoch: 4 updates of ~1,300 target tokens. The
 #: gates move fast (--pass-gate-lr 0.5, lambda from 1) and close at -6, so closed gates meet
-#: reopening at the epoch starts up to 10; the run is on target well before epoch 26.
+#: reopening (undecayed) at the epoch starts up to 10; the run is on target from epoch 18 of
+#: 24. No dropout: nothing then draws random numbers of a rank's batch shape before the first
+#: gate, so without per-rank gate noise both ranks would draw the same gates.
 RUN = [*TINY_MODEL, *TRAIN_COMMON, *PASS_CRITERION, "--pass-target-heads", str(K), "--max-tokens", "750",
-       "--pass-gate-lr", "0.5", "--pass-lambda-init", "1", "--pass-clip-min", str(CLIP_MIN),
-       "--pass-reopen-until-epoch", str(REOPEN_UNTIL), "--disable-validation", "--seed", str(SEED)]
+       "--dropout", "0", "--pass-gate-lr", "0.5", "--pass-lambda-init", "1", "--pass-clip-min", str(CLIP_MIN),
+       "--pass-reopen-until-epoch", str(REOPEN_UNTIL), "--pass-reopen-decay", str(REOPEN_DECAY),
+       "--disable-validation", "--seed", str(SEED), "--max-epoch", "24"]
 #: statistics each rank gathers for itself (all-reduced only when reopening reads them)
 RANK_LOCAL = ("conf_mean", "conf_count")
 TIMEOUT_S = 600
@@ -38,10 +41,10 @@ def run_ok(cmd, env):
 
 @pytest.fixture(scope="module")
 def two_ranks(toy_data, tmp_path_factory):
-    """A 26-epoch PASS run on 2 ranks; each rank records its epoch starts and final state
+    """A 24-epoch PASS run on 2 ranks; each rank records its epoch starts and final state
     (tests/dist_probe.py). Returns (save dir, [rank 0 record, rank 1 record])."""
     out = tmp_path_factory.mktemp("two_ranks")
-    args = [toy_data, "--user-dir", USER_DIR, "--save-dir", str(out / "save"), *RUN, "--max-epoch", "26"]
+    args = [toy_data, "--user-dir", USER_DIR, "--save-dir", str(out / "save"), *RUN]
     env = dict(worker_env(os.environ, threads=1), PASS_PROBE_DIR=str(out))
     run_ok(torchrun_command(2, args, entry=[PROBE]), env)
     return str(out / "save"), [load_state(out / f"rank{r}.pt") for r in (0, 1)]
@@ -57,9 +60,9 @@ def test_two_ranks_end_with_exactly_k_binary_gates(two_ranks):
 
 def test_both_ranks_reopen_the_same_gates_from_the_all_reduced_confidences(two_ranks):
     """At every epoch start with reopening, both ranks hold the same gates, compute the same
-    probabilities, draw the same and mark the same gates; the probabilities are those of the
-    confidences of both ranks' passes together (count-weighted means of each rank's own
-    statistics), which differ from either rank's own."""
+    probabilities, draw with the run's seed and mark the same gates; the probabilities are
+    those of the confidences of both ranks' passes together (count-weighted means of each
+    rank's own statistics), which differ from either rank's own."""
     epochs = [r["epochs"] for r in two_ranks[1]]
     assert sorted(epochs[0]) == sorted(epochs[1]) == list(range(2, REOPEN_UNTIL + 1))
     local_differ, closed_seen, reopened = False, 0, 0
@@ -67,10 +70,11 @@ def test_both_ranks_reopen_the_same_gates_from_the_all_reduced_confidences(two_r
         a, b = epochs[0][epoch], epochs[1][epoch]
         for key in ("log_alpha", "probabilities", "chosen", "pending"):
             assert torch.equal(a[key], b[key]), f"epoch {epoch}: the ranks' {key} differ"
+        assert a["seed"] == b["seed"] == SEED, f"epoch {epoch}: the ranks draw with seeds {a['seed']}, {b['seed']}"
         counts = (a["conf_count"] + b["conf_count"]).float().unsqueeze(-1)
         both = (a["conf_mean"] * a["conf_count"].unsqueeze(-1) + b["conf_mean"] * b["conf_count"].unsqueeze(-1))
         closed = a["log_alpha"] <= CLIP_MIN
-        expected = reopen_probabilities((both / counts).flatten(), closed, epoch, 0.9)
+        expected = reopen_probabilities((both / counts).flatten(), closed, epoch, REOPEN_DECAY)
         assert torch.allclose(a["probabilities"], expected, atol=1e-6), f"epoch {epoch}: not the all-reduced confidences"
         assert torch.equal(a["chosen"], sample_reopen(expected, SEED, epoch)), f"epoch {epoch}"
         assert torch.equal(a["pending"], a["chosen"]), f"epoch {epoch}"
