@@ -28,10 +28,9 @@ from typing import List, Mapping, Optional, Sequence
 
 from pass_fairseq.errors import fail
 
-#: fairseq flags that :func:`rank_flags` sets for every process
+#: fairseq flags that :func:`rank_flags` sets for every process (besides ``--cpu``)
 OWNED_FLAGS = ("--distributed-world-size", "--distributed-rank", "--distributed-init-method",
-               "--distributed-backend", "--distributed-no-spawn", "--distributed-port",
-               "--distributed-num-procs", "--ddp-backend", "--device-id")
+               "--distributed-backend", "--distributed-no-spawn", "--ddp-backend", "--device-id")
 #: what every process runs under torchrun
 RANK_ENTRY = ["-m", "pass_fairseq.distributed"]
 
@@ -80,8 +79,8 @@ def fairseq_train_logging() -> None:
 
 
 def train_rank(args: Sequence[str], environ: Mapping[str, str] = os.environ) -> None:
-    """fairseq-train with ``args`` as this torchrun process (fairseq_cli.train.cli_main's
-    steps, with :func:`rank_flags` appended)."""
+    """fairseq-train with ``args`` as this torchrun process: fairseq_cli.train.cli_main's
+    parsing and ``call_main``, with :func:`rank_flags` appended."""
     from fairseq import options
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from fairseq.distributed import utils as distributed_utils
