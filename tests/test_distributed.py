@@ -1,6 +1,7 @@
 """Data-parallel training on 2 CPU processes: the real fairseq-train under torchrun, with
 torch.distributed's gloo backend (pass_fairseq.distributed, pass-train-distributed)."""
 import os
+import signal
 import subprocess
 import sys
 
@@ -28,15 +29,23 @@ RUN = [*TINY_MODEL, *TRAIN_COMMON, *PASS_CRITERION, "--pass-target-heads", str(K
        "--disable-validation", "--seed", str(SEED), "--max-epoch", "24"]
 #: statistics each rank gathers for itself (all-reduced only when reopening reads them)
 RANK_LOCAL = ("conf_mean", "conf_count")
-TIMEOUT_S = 600
+#: a 2-rank run here takes under a minute; a hung rendezvous or collective ends the test
+TIMEOUT_S = 300
 
 
 def run_ok(cmd, env):
-    """Run ``cmd`` (2 processes under torchrun) and fail with its last lines if it fails."""
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
-    tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
+    """Run ``cmd`` (torchrun and its 2 processes, in a session of their own) and fail with
+    its last lines if it fails; after ``TIMEOUT_S`` the whole session is killed."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"{' '.join(cmd[:8])} ... still running after {TIMEOUT_S} s:\n{out[-3000:]}")
+    tail = "\n".join(out.splitlines()[-30:])
     assert proc.returncode == 0, f"{' '.join(cmd[:8])} ... exited {proc.returncode}:\n{tail}"
-    return proc.stdout
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +84,8 @@ def test_both_ranks_reopen_the_same_gates_from_the_all_reduced_confidences(two_r
         both = (a["conf_mean"] * a["conf_count"].unsqueeze(-1) + b["conf_mean"] * b["conf_count"].unsqueeze(-1))
         closed = a["log_alpha"] <= CLIP_MIN
         expected = reopen_probabilities((both / counts).flatten(), closed, epoch, REOPEN_DECAY)
-        assert torch.allclose(a["probabilities"], expected, atol=1e-6), f"epoch {epoch}: not the all-reduced confidences"
+        assert torch.allclose(a["probabilities"], expected, atol=1e-6), \
+            f"epoch {epoch}: not the probabilities of the all-reduced confidences"
         assert torch.equal(a["chosen"], sample_reopen(expected, SEED, epoch)), f"epoch {epoch}"
         assert torch.equal(a["pending"], a["chosen"]), f"epoch {epoch}"
         local_differ |= not torch.allclose(a["conf_mean"], b["conf_mean"])
@@ -100,7 +110,8 @@ def test_gates_and_weights_are_identical_across_ranks(two_ranks):
 # ---- the regulariser's gradient: 2 ranks against 1 process with --update-freq 2 -----------------
 #: no dropout, gates without noise at log_alpha 5: every gate is exactly 1 (its clamp saturated),
 #: so the translation loss gives log_alpha no gradient and the gate gradient is the
-#: regulariser's alone (lambda 0.1 x dR/dlog_alpha, the same for all 24 gates)
+#: regulariser's alone (lambda 0.1 x dR/dlog_alpha / the update's target tokens, the same for
+#: all 24 gates)
 ONE_UPDATE = [*TINY_MODEL, *TRAIN_COMMON, *PASS_CRITERION, "--pass-target-heads", str(K), "--max-tokens", "750",
               "--dropout", "0", "--pass-gate-noise", "none", "--pass-gate-init", "5", "--max-update", "1"]
 
@@ -129,7 +140,8 @@ def test_regulariser_gradient_matches_one_process_with_update_freq_2(toy_data, t
     gates_1, all_1 = first_gradients(single)
     gates_2, all_2 = first_gradients(tmp_path / "ranks")
     assert gates_1.numel() == 24 and bool((gates_1 > 0).all()) and torch.allclose(gates_1, gates_1[0].expand(24))
-    assert torch.allclose(gates_2, gates_1, rtol=1e-5, atol=0), f"2 ranks {gates_2[0]:.6g} vs 1 process {gates_1[0]:.6g}"
+    assert torch.allclose(gates_2, gates_1, rtol=1e-5, atol=0), \
+        f"gate gradient: 2 ranks {gates_2[0]:.6g}, 1 process {gates_1[0]:.6g}"
     # the same batches: every parameter's gradient agrees (summation order aside)
     for i, (g1, g2) in enumerate(zip(all_1, all_2)):
         assert (g1 - g2).abs().max() <= 1e-4 * g1.abs().max() + 1e-12, f"parameter {i}: not the same batches"
