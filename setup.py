@@ -20,6 +20,7 @@ setup(
             "pass-flags = pass_fairseq.cli.pass_flags:main",
             "pass-sweep = pass_fairseq.cli.sweep:main",
             "pass-michel-prune = pass_fairseq.cli.michel_prune:main",
+            "pass-train-distributed = pass_fairseq.cli.train_distributed:main",
         ],
     },
     license="MIT",

@@ -25,6 +25,7 @@ import math
 from typing import List, NamedTuple, Optional, Sequence, Union
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 #: Hard Concrete stretch limits and temperature (Louizos et al. 2018; the reference's values).
@@ -55,6 +56,20 @@ def init_log_alpha_(log_alpha: torch.Tensor, init: Union[str, float] = "xavier")
             bound = math.sqrt(6.0 / (1 + log_alpha.numel()))
             return log_alpha.uniform_(-bound, bound)
         return log_alpha.fill_(float(init))
+
+
+def worker_uniform(shape: Sequence[int], device=None, dtype=torch.float32) -> torch.Tensor:
+    """U[0, 1) draws of ``shape`` for this data-parallel worker: the noise of the gates' training draws.
+
+    fairseq seeds every worker's RNG alike (seed + update number), so a plain ``torch.rand``
+    would give every worker the same gate noise: one draw per update where a single process
+    with ``--update-freq W`` makes W. So each of W workers (torch.distributed's world) draws
+    for all of them and keeps its own row: independent noise per worker, and every worker's
+    RNG consumed alike. Outside torch.distributed (or W = 1) this is ``torch.rand(shape)``."""
+    shape = tuple(shape)
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return torch.rand(shape, device=device, dtype=dtype)
+    return torch.rand((dist.get_world_size(), *shape), device=device, dtype=dtype)[dist.get_rank()]
 
 
 class HardConcrete(nn.Module):
@@ -129,7 +144,7 @@ class HardConcrete(nn.Module):
     def sample(self, batch_shape: Sequence[int] = ()) -> torch.Tensor:
         """Stochastic gate of shape ``(*batch_shape, num_gates)`` (reparameterised)."""
         shape = tuple(batch_shape) + (self.num_gates,)
-        u = torch.rand(shape, device=self.log_alpha.device, dtype=torch.float32)
+        u = worker_uniform(shape, self.log_alpha.device)
         u = u.clamp(self.eps, 1.0 - self.eps)
         logits = (torch.log(u) - torch.log1p(-u) + self.log_alpha.float()) / self.beta
         s = torch.sigmoid(logits)

@@ -35,7 +35,7 @@ from typing import Iterator, List, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from pass_fairseq.gates import GATE_PARAM_GROUP, gate_values, init_log_alpha_, top_k_mask
+from pass_fairseq.gates import GATE_PARAM_GROUP, gate_values, init_log_alpha_, top_k_mask, worker_uniform
 
 #: the smallest positive float64: the floor of 1 - p_j in the soft top-K (the DSP reference's)
 TINY = torch.finfo(torch.float64).tiny
@@ -44,8 +44,9 @@ RELAXATIONS = ("soft-top-k", "straight-through")
 
 
 def gumbel_noise(shape: Sequence[int], device=None) -> torch.Tensor:
-    """Standard Gumbel draws -log(-log u), u ~ U(tiny, 1), in float64."""
-    u = torch.rand(tuple(shape), dtype=torch.float64, device=device).clamp_min(TINY)
+    """Standard Gumbel draws -log(-log u), u ~ U(tiny, 1), in float64 (this data-parallel
+    worker's own: :func:`pass_fairseq.gates.worker_uniform`)."""
+    u = worker_uniform(shape, device, torch.float64).clamp_min(TINY)
     return -torch.log(-torch.log(u))
 
 

@@ -1,7 +1,8 @@
 """The plugin's command-line tools, installed as console scripts by ``setup.py``
 (``pass-prune-checkpoint``, ``pass-inspect-gates``, ``pass-michel-prune``,
-``pass-bench-inference``, ``pass-bench-training``, ``pass-flags``); ``scripts/*.py`` are the
-same commands for a checkout without ``pip install``."""
+``pass-bench-inference``, ``pass-bench-training``, ``pass-flags``, ``pass-sweep``,
+``pass-train-distributed``); ``scripts/*.py`` are the same commands for a checkout without
+``pip install``."""
 import argparse
 import logging
 from typing import List, Optional
