@@ -27,8 +27,9 @@ IncrementalState = Optional[Dict[str, Dict[str, Optional[Tensor]]]]
 
 
 def version_key(tensors: List[Optional[Tensor]]) -> tuple:
-    """Changes whenever one of ``tensors`` is replaced, moved, cast or updated in place."""
-    return tuple(None if t is None else (t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+    """Changes whenever one of ``tensors`` is replaced, moved, cast (new storage) or updated
+    in place (new version)."""
+    return tuple(None if t is None else (t.data_ptr(), t._version) for t in tensors)
 
 
 def _cat(parts: List[Optional[Tensor]]) -> Optional[Tensor]:
@@ -121,8 +122,9 @@ class HeadAttentionMixin:
         out_proj with the gates folded in."""
         tgt_len, bsz, _ = query.size()
         heads, head_dim = self.num_heads, self.head_dim
-        w = self.eval_weights()
         saved = self._get_input_buffer(incremental_state)
+        # weights are checked for changes at a decode's first step only, not at every step
+        w = self._eval_cache[1] if saved and self._eval_cache is not None else self.eval_weights()
         mask = None
         if self.self_attention:
             if saved.get("prev_key_padding_mask") is not None:
