@@ -3,7 +3,7 @@
 Open, closed, non-binary and kept are defined once, by :func:`pass_fairseq.gates.count_gates`
 (docs/method.md, "Test time").
 """
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -35,26 +35,27 @@ def gate_report(state_dict: Dict[str, torch.Tensor], gamma: float = GAMMA, zeta:
             "modules_total": len(modules), "subset_k": subset_k, "modules": modules}
 
 
-def layer_grid(report: dict):
-    """Kept-head counts as {kind label: [count per layer]} for the three module kinds."""
-    grid = {}
-    for side, attn, label in MODULE_KINDS:
-        rows = {}
-        for m in report["modules"]:
-            parts = m["name"].split(".")
-            if len(parts) == 4 and parts[0] == side and parts[1] == "layers" and parts[3] == attn:
-                rows[int(parts[2])] = len(m["kept"])
-        if rows:
-            grid[label] = [rows.get(i, 0) for i in range(max(rows) + 1)]
-    return grid
+def module_kind(name: str) -> Optional[Tuple[str, int]]:
+    """(kind label, layer) of an attention module's name (``decoder.layers.3.encoder_attn`` ->
+    ("decoder cross", 3)), or None for a name of no known kind."""
+    labels = {(side, attn): label for side, attn, label in MODULE_KINDS}
+    parts = name.split(".")
+    if len(parts) == 4 and parts[1] == "layers" and parts[2].isdigit() and (parts[0], parts[3]) in labels:
+        return labels[parts[0], parts[3]], int(parts[2])
+    return None
 
 
 def kept_heads(report: dict) -> Dict[Tuple[str, int], List[int]]:
     """Kept head indices as {(kind label, layer): [head, ...]} for the modules of the three kinds."""
-    labels = {(side, attn): label for side, attn, label in MODULE_KINDS}
-    kept = {}
-    for m in report["modules"]:
-        parts = m["name"].split(".")
-        if len(parts) == 4 and parts[1] == "layers" and (parts[0], parts[3]) in labels:
-            kept[(labels[parts[0], parts[3]], int(parts[2]))] = m["kept"]
-    return kept
+    return {kind: m["kept"] for m in report["modules"] if (kind := module_kind(m["name"])) is not None}
+
+
+def layer_grid(report: dict):
+    """Kept-head counts as {kind label: [count per layer]} for the three module kinds."""
+    kept = kept_heads(report)
+    grid = {}
+    for _, _, label in MODULE_KINDS:
+        rows = {layer: len(heads) for (kind, layer), heads in kept.items() if kind == label}
+        if rows:
+            grid[label] = [rows.get(i, 0) for i in range(max(rows) + 1)]
+    return grid

@@ -141,6 +141,10 @@ class HardConcrete(nn.Module):
         whatever the model's dtype (the forward pass casts it where it multiplies)."""
         return deterministic_gates(self.log_alpha, self.gamma, self.zeta)
 
+    def depends_on(self) -> List[torch.Tensor]:
+        """The tensors :meth:`deterministic` reads."""
+        return [self.log_alpha]
+
     def sample(self, batch_shape: Sequence[int] = ()) -> torch.Tensor:
         """Stochastic gate of shape ``(*batch_shape, num_gates)`` (reparameterised)."""
         shape = tuple(batch_shape) + (self.num_gates,)

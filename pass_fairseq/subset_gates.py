@@ -106,6 +106,10 @@ class SubsetGate(nn.Module):
         """Test-time gates: 1 for this module's heads among the model's top K logits (float32)."""
         return self._group().deterministic()[self.index]
 
+    def depends_on(self) -> List[torch.Tensor]:
+        """The tensors :meth:`deterministic` reads: every logit of the model's group."""
+        return [g.log_alpha for g in self._group().gates]
+
     def forward(self, batch_size: Optional[int] = None) -> torch.Tensor:
         """This module's slice of the model's current training draw; deterministic in
         evaluation. ``batch_size`` is not used (one draw per forward pass)."""

@@ -25,12 +25,15 @@ def gated_ckpt(tmp_path_factory):
 
 def test_bench_writes_table(gated_ckpt, tmp_path, capsys):
     work = str(tmp_path / "bench")
-    assert bench_inference.main([gated_ckpt, "--heads", "8", "--sentences", "4", "--batch-size", "2", "--out-len",
+    assert bench_inference.main([gated_ckpt, "--heads", "8", "--sentences", "4,2", "--batch-size", "2,1", "--out-len",
                                  "3", "--repeats", "1", "--warmup", "0", "--threads", "1", "--work-dir", work]) == 0
     printed = capsys.readouterr().out
     assert "| pruned K=8 packed |" in printed and "| pruned K=8 topk |" in printed
+    assert "### Batch 2" in printed and "### Batch 1" in printed and printed.count("| decoder cross |") == 2
     with open(os.path.join(work, "bench.csv")) as f:
-        rows = {r["model"]: r for r in csv.DictReader(f)}
+        every = list(csv.DictReader(f))
+    assert [r["batch"] for r in every] == ["2"] * 5 + ["1"] * 5
+    rows = {r["model"]: r for r in every if r["batch"] == "2"}
     assert set(rows) == {"unpruned (stock transformer)", "gated (transformer_pass)", "no attention (all skipped)",
                          "pruned K=8 topk", "pruned K=8 packed"}
     assert float(rows["unpruned (stock transformer)"]["speedup"]) == 1.0
@@ -41,6 +44,12 @@ def test_bench_writes_table(gated_ckpt, tmp_path, capsys):
     assert float(rows["pruned K=8 packed"]["ideal_attn_speedup"]) > 1
     unpruned, pruned = int(rows["unpruned (stock transformer)"]["params"]), int(rows["pruned K=8 topk"]["params"])
     assert unpruned - pruned == 16 * (3 * (32 * 8 + 8) + 32 * 8)  # 16 heads of d=8 removed
+
+
+def test_bench_rejects_mismatched_batch_and_sentence_lists(gated_ckpt, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench_inference.main([gated_ckpt, "--batch-size", "64,1", "--sentences", "8,8,8", "--work-dir", str(tmp_path)])
+    assert exc.value.code == 2 and "one per --batch-size" in capsys.readouterr().err
 
 
 def test_bench_rejects_bad_k(gated_ckpt, tmp_path, capsys):
@@ -73,8 +82,35 @@ def test_attention_clock_times_cache_reorder_and_detaches(gated_ckpt):
     assert "reorder_incremental_state" not in vars(module)
 
 
-def timing(label, kind, e2e, attn, per_module, kept):
-    return ModelTiming(label, kind, e2e, attn, per_module, tokens=300, kept=kept, params=1000, file_bytes=2**20)
+def timing(label, kind, e2e, attn, per_module, kept, calls=None):
+    return ModelTiming(label, kind, e2e, attn, per_module, tokens=300, kept=kept, params=1000, file_bytes=2**20,
+                       calls=calls or {})
+
+
+def test_cost_model_fits_fixed_and_per_head_cost_per_module_kind():
+    """Decoder cross modules cost 30 + 10 x heads us per call (100 calls a pass), the stock
+    4-head module 80 us, a skipped one 2 us; encoder modules have a single point (no fit)."""
+    from pass_fairseq.bench.summary import cost_model, fit_line
+
+    cross, enc = [f"decoder.layers.{i}.encoder_attn" for i in range(3)], "encoder.layers.0.self_attn"
+    heads = dict({m: 4 for m in cross}, **{enc: 4})
+    calls = dict({m: 100 for m in cross}, **{enc: 2})
+
+    def secs(us_per_call, n):
+        return [us_per_call * n / 1e6] * 3
+
+    stock = timing("unpruned", "unpruned", [1.0] * 3, [0.1] * 3, dict({m: secs(80, 100) for m in cross},
+                   **{enc: secs(50, 2)}), None, calls)
+    pruned = timing("pruned", "pruned", [1.0] * 3, [0.1] * 3,
+                    {cross[0]: secs(40, 100), cross[1]: secs(60, 100), cross[2]: secs(2, 100), enc: secs(20, 2)},
+                    {cross[0]: 1, cross[1]: 3, cross[2]: 0, enc: 1}, calls)
+    rows = {r["kind"]: r for r in cost_model([stock, pruned], heads)}
+    assert (rows["decoder cross"]["fixed_us"], rows["decoder cross"]["per_head_us"]) == (30.0, 10.0)
+    assert rows["decoder cross"]["fit_full_us"] == 70.0 and rows["decoder cross"]["stock_us"] == 80.0
+    assert rows["decoder cross"]["skipped_us"] == 2.0 and rows["decoder cross"]["calls"] == 100
+    assert rows["encoder self"]["fixed_us"] == "" and rows["encoder self"]["points"] == 1
+    assert "decoder self" not in rows
+    assert fit_line([(1, 1.0), (1, 2.0)]) is None
 
 
 def test_summary_on_made_up_timings():

@@ -74,7 +74,9 @@ def test_partial_gate_scales_head_output():
     assert torch.allclose(gated(x, x, x)[0], stock(x, x, x)[0], atol=1e-5)
 
 
-def test_incremental_decoding_matches_full_forward():
+@pytest.mark.parametrize("need_weights", [True, False])  # False: the decoding step's short path
+@torch.no_grad()  # inference, as in fairseq-generate
+def test_incremental_decoding_matches_full_forward(need_weights):
     torch.manual_seed(0)
     self_stock, self_gated = _pair(self_attention=True)
     cross_stock, cross_gated = _pair(encoder_decoder_attention=True)
@@ -86,18 +88,18 @@ def test_incremental_decoding_matches_full_forward():
     full = cross_gated(full, mem, mem, key_padding_mask=kpm)[0]
     state, steps = {}, []
     for t in range(T):
-        y = self_gated(x[t:t + 1], x[t:t + 1], x[t:t + 1], incremental_state=state)[0]
-        y = cross_gated(y, mem, mem, key_padding_mask=kpm, incremental_state=state, static_kv=True)[0]
+        y = self_gated(x[t:t + 1], x[t:t + 1], x[t:t + 1], incremental_state=state, need_weights=need_weights)[0]
+        y = cross_gated(y, mem, mem, key_padding_mask=kpm, incremental_state=state, static_kv=True,
+                        need_weights=need_weights)[0]
         steps.append(y)
     assert torch.allclose(torch.cat(steps), full, atol=1e-5)
-    # the cache keeps fairseq's layout, so fairseq's reordering works unchanged: after a
-    # reorder (as beam search reorders hypotheses) the next self-attention step equals the
-    # full forward over the reordered prefixes
+    # after a reorder (as beam search reorders hypotheses) the next self-attention step
+    # equals the full forward over the reordered prefixes
     order = torch.tensor([2, 0, 1])
     self_gated.reorder_incremental_state(state, order)
-    assert self_gated._get_input_buffer(state)["prev_key"].shape == (B, H, T, E // H)
+    assert self_gated._get_input_buffer(state)["prev_kv"].shape == (B, 2, H, T, E // H)
     nxt = torch.randn(1, B, E)
-    y = self_gated(nxt, nxt, nxt, incremental_state=state)[0]
+    y = self_gated(nxt, nxt, nxt, incremental_state=state, need_weights=need_weights)[0]
     x2 = torch.cat([x[:, order], nxt])
     ref = self_gated(x2, x2, x2, attn_mask=_causal(T + 1))[0]
     assert torch.allclose(y[0], ref[-1], atol=1e-5)

@@ -12,11 +12,16 @@ key/value cache), T_noattn the time of the model whose attention modules are all
   T_unpruned / ideal; time / ideal = T / ideal (1 is ideal; above 1, the overhead left).
 
 The table reports ratios (speed-ups, time over ideal) and throughputs; never single
-absolute times.
+absolute times, except in the cost model (:func:`cost_model`): per module kind, the
+per-call attention time of the pruned models' modules fitted as fixed + per_head x kept
+heads (least squares over every active module of every pruned model in the run).
 """
-from dataclasses import dataclass
-from statistics import median
+from collections import defaultdict
+from dataclasses import dataclass, field
+from statistics import mean, median
 from typing import Dict, List, NamedTuple, Optional
+
+from pass_fairseq.gate_report import MODULE_KINDS, module_kind
 
 #: (row key, column title) of the markdown table, in order
 COLUMNS = [
@@ -45,6 +50,8 @@ class ModelTiming:
     kept: Optional[Dict[str, int]]
     params: int
     file_bytes: int
+    #: attention module -> forward calls in one decoding pass
+    calls: Dict[str, int] = field(default_factory=dict)
 
 
 class Summary(NamedTuple):
@@ -89,3 +96,62 @@ def summarize(timings: List[ModelTiming], heads: Dict[str, int], sentences: int)
             row["time_over_ideal"] = round(t / ideal, 3)
         rows.append(row)
     return Summary(rows, a_base / t_base, t_noattn / t_base)
+
+
+#: (row key, column title) of the cost-model table
+COST_COLUMNS = [("kind", "module kind"), ("calls", "calls per pass"), ("fixed_us", "fixed us per call"),
+                ("per_head_us", "us per head per call"), ("fit_full_us", "fit at all heads"),
+                ("stock_us", "stock module, all heads"), ("skipped_us", "skipped module"), ("points", "points")]
+
+
+def per_call_us(timing: ModelTiming, module: str) -> Optional[float]:
+    """Median attention time of one forward call of ``module`` in ``timing`` (microseconds,
+    its beam reordering included)."""
+    calls = timing.calls.get(module)
+    times = timing.per_module.get(module)
+    return median(times) / calls * 1e6 if calls and times else None
+
+
+def fit_line(points: List[tuple]) -> Optional[tuple]:
+    """Least-squares (intercept, slope) of y on x; None with fewer than two distinct x."""
+    xs = [x for x, _ in points]
+    if len(set(xs)) < 2:
+        return None
+    mx, my = mean(xs), mean(y for _, y in points)
+    slope = sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x in xs)
+    return my - slope * mx, slope
+
+
+def cost_model(timings: List[ModelTiming], heads: Dict[str, int]) -> List[dict]:
+    """Per module kind (:data:`MODULE_KINDS`): the fitted fixed and per-head cost of one
+    call of a pruned module, what the fit gives at all heads, the stock (unpruned) module's
+    measured cost at all heads and a skipped module's (every time in microseconds)."""
+    kept_points, stock, skipped, calls = defaultdict(list), defaultdict(list), defaultdict(list), {}
+    for timing in timings:
+        for module, n_heads in heads.items():
+            kind = module_kind(module)
+            us = per_call_us(timing, module)
+            if kind is None or us is None:
+                continue
+            calls[kind[0]] = timing.calls[module]
+            if timing.kind == "unpruned":
+                stock[kind[0]].append(us)
+            elif timing.kind == "pruned" and timing.kept[module]:
+                kept_points[kind[0]].append((timing.kept[module], us))
+            elif timing.kind == "pruned":
+                skipped[kind[0]].append(us)
+    rows = []
+    for _, _, label in MODULE_KINDS:
+        if label not in calls:
+            continue
+        fit = fit_line(kept_points[label])
+        full = max((n for m, n in heads.items() if (module_kind(m) or ("",))[0] == label), default=0)
+        rows.append({
+            "kind": label, "calls": calls[label],
+            "fixed_us": round(fit[0], 1) if fit else "", "per_head_us": round(fit[1], 1) if fit else "",
+            "fit_full_us": round(fit[0] + fit[1] * full, 1) if fit else "",
+            "stock_us": round(mean(stock[label]), 1) if stock[label] else "",
+            "skipped_us": round(mean(skipped[label]), 1) if skipped[label] else "",
+            "points": len(kept_points[label]),
+        })
+    return rows

@@ -33,6 +33,7 @@ class AttentionClock:
     def __init__(self, model, timer: Timer):
         self.timer = timer
         self.totals: Dict[str, float] = defaultdict(float)
+        self.calls: Dict[str, int] = defaultdict(int)  #: forward calls (decoding steps) per module
         self.handles = []
         self.wrapped = []
         self.starts: Dict[str, float] = {}
@@ -50,6 +51,7 @@ class AttentionClock:
     def _post(self, name):
         def hook(module, args, output):
             self.totals[name] += self.timer.now() - self.starts.pop(name)
+            self.calls[name] += 1
         return hook
 
     def _timed(self, name, reorder):
@@ -89,14 +91,15 @@ def decode(generator, model, batches) -> int:
 def time_decoding(models, target_dictionary, batches, timer: Timer, beam: int, out_len: int,
                   warmup: int, repeats: int) -> List[dict]:
     """Per model: ``e2e`` and ``attn`` (seconds per timed repeat), ``per_module`` (attention
-    module -> seconds per timed repeat) and ``tokens`` (output tokens of one pass). Beam
-    search with fixed ``out_len``-token outputs, so every model does the same steps."""
+    module -> seconds per timed repeat), ``calls`` (attention module -> forward calls in one
+    pass) and ``tokens`` (output tokens of one pass). Beam search with fixed
+    ``out_len``-token outputs, so every model does the same steps."""
     from fairseq.sequence_generator import SequenceGenerator
 
     # a generator decodes with the models it was built with
     generators = [SequenceGenerator([model], target_dictionary, beam_size=beam, max_len_a=0, max_len_b=out_len,
                                     min_len=out_len) for model in models]
-    results = [dict(e2e=[], attn=[], per_module=defaultdict(list), tokens=0) for _ in models]
+    results = [dict(e2e=[], attn=[], per_module=defaultdict(list), calls={}, tokens=0) for _ in models]
     for rep in range(warmup + repeats):
         for model, generator, result in zip(models, generators, results):
             t0 = timer.now()
@@ -108,6 +111,7 @@ def time_decoding(models, target_dictionary, batches, timer: Timer, beam: int, o
             if rep >= warmup:
                 result["e2e"].append(t1 - t0)
                 result["tokens"] = tokens
+                result["calls"] = dict(clock.calls)
                 result["attn"].append(sum(clock.totals.values()))
                 for name, secs in clock.totals.items():
                     result["per_module"][name].append(secs)

@@ -1,4 +1,4 @@
-"""``pass-bench-inference GATED.pt [--heads 48,32,16,8] [--layouts topk,packed] [--device cuda]``:
+"""``pass-bench-inference GATED.pt [--heads 48,32,16,8] [--layouts topk,packed] [--batch-size 64,1] [--device cuda]``:
 inference benchmark of unpruned, gated and pruned models, side by side in one run.
 
 From one gated checkpoint it writes (to ``--work-dir``) and loads the unpruned model as a
@@ -8,8 +8,9 @@ model decodes the same sentences with fairseq's ``SequenceGenerator`` (beam 5, f
 length), models interleaved within each repeat, after warm-up; attention time comes from a
 second, instrumented pass per repeat (:mod:`pass_fairseq.bench.timing`). The table gives
 medians as speed-ups against the unpruned model and time over the per-module ideal
-(definitions: :mod:`pass_fairseq.bench.summary`), printed and written to
-``WORK_DIR/bench.md`` and ``bench.csv``.
+(definitions: :mod:`pass_fairseq.bench.summary`), one table per batch size with its
+per-module cost model, printed and written to ``WORK_DIR/bench.md`` and ``bench.csv``
+(a ``batch`` column tells the batch sizes apart).
 """
 import argparse
 import os
@@ -19,7 +20,7 @@ from typing import List, Optional
 import torch
 
 from pass_fairseq.bench.data import has_split, sentence_batches
-from pass_fairseq.bench.summary import COLUMNS, ModelTiming, summarize
+from pass_fairseq.bench.summary import COLUMNS, COST_COLUMNS, ModelTiming, cost_model, summarize
 from pass_fairseq.bench.tables import to_markdown, write_tables
 from pass_fairseq.bench.timing import Timer, time_decoding
 from pass_fairseq.bench.variants import load_models, module_heads, param_count, write_variants
@@ -36,8 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="gated (transformer_pass) checkpoint")
     p.add_argument("--data", help="data-bin directory (default: the one in the checkpoint's config)")
     p.add_argument("--subset", default="test", help="split to translate (default test)")
-    p.add_argument("--sentences", type=int, default=256, help="first N sentences of the split (default 256)")
-    p.add_argument("--batch-size", type=int, default=64, help="sentences per batch (default 64)")
+    p.add_argument("--sentences", default="256",
+                   help="first N sentences of the split; one value per --batch-size, or one for all (default 256)")
+    p.add_argument("--batch-size", default="64",
+                   help="sentences per batch; several (64,1: throughput and latency) give one table each, in one"
+                        " run (default 64)")
     p.add_argument("--beam", type=int, default=5, help="beam size (default 5)")
     p.add_argument("--out-len", type=int, default=20, help="fixed output length in tokens (default 20)")
     p.add_argument("--heads", default="48,32,16,8", help="K values of the pruned models (default 48,32,16,8)")
@@ -67,12 +71,27 @@ def parse_options(args):
         fail(f"--layouts {args.layouts}: give topk, packed or both")
     if args.repeats < 1 or args.warmup < 0:
         fail("--repeats must be >= 1 and --warmup >= 0")
-    return device, ks, layouts
+    batch_sizes, sentences = _int_list(args.batch_size, "--batch-size"), _int_list(args.sentences, "--sentences")
+    if len(sentences) == 1:
+        sentences = sentences * len(batch_sizes)
+    if len(sentences) != len(batch_sizes):
+        fail(f"--sentences {args.sentences}: give one value, or one per --batch-size ({args.batch_size})")
+    return device, ks, layouts, list(zip(batch_sizes, sentences))
+
+
+def _int_list(text: str, flag: str) -> List[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        fail(f"{flag} {text}: give positive integers, comma-separated (e.g. 64,1)")
+    return values
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_cli(build_parser(), argv)
-    device, ks, layouts = parse_options(args)
+    device, ks, layouts, runs = parse_options(args)
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -93,26 +112,34 @@ def main(argv: Optional[List[str]] = None) -> int:
     except PruningError as e:
         fail(str(e))
     models, task = load_models(variants, data, device, args.beam)
-    batches, n_sent = sentence_batches(task, args.subset, args.sentences, args.batch_size, device)
-    if n_sent == 0:
-        fail(f"the {args.subset} split is empty")
-
-    measured = time_decoding(models, task.target_dictionary, batches, Timer(device), args.beam, args.out_len,
-                             args.warmup, args.repeats)
-    timings = [ModelTiming(label=v.label, kind=v.kind, kept=None if v.kept is None else
-                           {p: len(h) for p, h in v.kept.items()}, params=param_count(model),
-                           file_bytes=os.path.getsize(v.path), **m)
-               for v, model, m in zip(variants, models, measured)]
-    summary = summarize(timings, heads, n_sent)
-    settings = (f"device {device.type}, threads {torch.get_num_threads()}, {n_sent} sentences, batch {args.batch_size},"
-                f" beam {args.beam}, {args.out_len}-token outputs, warm-up {args.warmup}, median of {args.repeats}"
-                f" interleaved repeats; unpruned attention share {summary.base_attn_share:.3f};"
-                f" T_noattn / T_unpruned {summary.noattn_over_base:.3f}")
-    markdown = to_markdown(COLUMNS, summary.rows,
-                           f"Settings: {settings}. Speed-ups are against the unpruned stock model (higher is faster);"
-                           " ideal = T_noattn + per-module unpruned attention time x kept/heads.")
+    parts, rows = [], []
+    for batch_size, sentences in runs:
+        batches, n_sent = sentence_batches(task, args.subset, sentences, batch_size, device)
+        if n_sent == 0:
+            fail(f"the {args.subset} split is empty")
+        measured = time_decoding(models, task.target_dictionary, batches, Timer(device), args.beam, args.out_len,
+                                 args.warmup, args.repeats)
+        timings = [ModelTiming(label=v.label, kind=v.kind, kept=None if v.kept is None else
+                               {p: len(h) for p, h in v.kept.items()}, params=param_count(model),
+                               file_bytes=os.path.getsize(v.path), **m)
+                   for v, model, m in zip(variants, models, measured)]
+        summary = summarize(timings, heads, n_sent)
+        settings = (f"device {device.type}, threads {torch.get_num_threads()}, {n_sent} sentences, batch {batch_size},"
+                    f" beam {args.beam}, {args.out_len}-token outputs, warm-up {args.warmup}, median of"
+                    f" {args.repeats} interleaved repeats; unpruned attention share {summary.base_attn_share:.3f};"
+                    f" T_noattn / T_unpruned {summary.noattn_over_base:.3f}")
+        parts.append(to_markdown(COLUMNS, summary.rows,
+                                 f"### Batch {batch_size}\n\nSettings: {settings}. Speed-ups are against the unpruned"
+                                 " stock model (higher is faster); ideal = T_noattn + per-module unpruned attention"
+                                 " time x kept/heads."))
+        parts.append(to_markdown(COST_COLUMNS, cost_model(timings, heads),
+                                 f"Cost model at batch {batch_size}: one call of an attention module (a decoding step"
+                                 " for the decoder's, with its cache reordering; one per batch for the encoder's),"
+                                 " fitted over the pruned models' active modules as fixed + per head x kept heads."))
+        rows += [dict(r, batch=batch_size) for r in summary.rows]
+    markdown = "\n\n".join(parts)
     print(markdown)
-    written = write_tables(markdown, summary.rows, args.markdown or os.path.join(args.work_dir, "bench.md"),
+    written = write_tables(markdown, rows, args.markdown or os.path.join(args.work_dir, "bench.md"),
                            args.csv or os.path.join(args.work_dir, "bench.csv"))
     print(f"wrote {' and '.join(written)}", file=sys.stderr)
     return 0

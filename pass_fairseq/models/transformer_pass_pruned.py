@@ -8,9 +8,9 @@ full module would add once all its heads are closed.
 
 fairseq's ``MultiheadAttention`` insists on heads x head_dim == embed_dim (or, with
 ``skip_embed_dim_check``, still divides by the head count), so the pruned module is its
-own ``nn.Module``, with fairseq's incremental-state API: the key/value cache is stored per
-module as (kv_batch, heads, length, head_dim) under ``attn_state`` and reordered along
-its first axis, and encoder attention keeps one key copy per sentence under beam search.
+own ``nn.Module``, with fairseq's incremental-state API and the cache layout of
+:mod:`pass_fairseq.modules.head_attention` (one key/value tensor per module, reordered along
+its first axis; encoder attention keeps one copy per sentence under beam search).
 """
 import json
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -83,28 +83,6 @@ class PrunedMultiheadAttention(HeadAttentionMixin, nn.Module):
     def set_beam_size(self, beam_size: int) -> None:
         self.beam_size = beam_size
 
-    def reorder_incremental_state(self, incremental_state: IncrementalState, new_order: Tensor):
-        """Follow the beam: pick the cache rows of ``new_order``. Encoder attention caches
-        one row per sentence under beam search; sentences keep their position, so there is
-        nothing to move unless sentences were dropped (finished)."""
-        buffer = self._get_input_buffer(incremental_state)
-        if not buffer:
-            return incremental_state
-        for name, value in buffer.items():
-            if value is None:
-                continue
-            if self.encoder_decoder_attention:
-                if value.size(0) * self.beam_size == new_order.size(0):
-                    return incremental_state
-                if self.beam_size > 1:
-                    rows = new_order.reshape(-1, self.beam_size)[:, 0] // self.beam_size
-                else:
-                    rows = new_order
-            else:
-                rows = new_order
-            buffer[name] = value.index_select(0, rows)
-        return self._set_input_buffer(incremental_state, buffer)
-
     # ---- forward -----------------------------------------------------------------------
     def forward(
         self,
@@ -132,11 +110,14 @@ class PrunedMultiheadAttention(HeadAttentionMixin, nn.Module):
             return bias.to(query.dtype).expand(tgt_len, bsz, embed_dim), None
 
         need_weights = need_weights or need_head_weights
+        if not before_softmax and self.takes_decode_step(incremental_state, need_weights, static_kv, attn_mask,
+                                                         key_padding_mask):
+            return self.decode_step(query, key, key_padding_mask, incremental_state), None
         q, k, v, key_padding_mask = self.project(query, key, value, key_padding_mask, incremental_state, static_kv)
         if before_softmax:
             return self.scores_before_softmax(q, k, v, attn_mask, key_padding_mask)
         ctx, probs = self.attend(q, k, v, attn_mask, key_padding_mask, explicit=need_weights or self.training)
-        out = self.out_proj(self.merge_heads(ctx))
+        out = self.output(ctx)
         return out, (self.head_weights(probs, need_head_weights) if need_weights else None)
 
 

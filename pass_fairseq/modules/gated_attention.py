@@ -27,7 +27,7 @@ from pass_fairseq.modules.head_attention import HeadAttentionMixin, IncrementalS
 from pass_fairseq.subset_gates import SubsetGate
 
 #: ``--pass-gate-type`` -> gate class. Both have ``forward(batch_size) -> z``,
-#: ``deterministic()``, ``num_gates``, ``log_alpha`` (the ``<module>.gate.log_alpha`` entry the
+#: ``deterministic()``, ``depends_on()`` (the tensors ``deterministic()`` reads), ``num_gates``, ``log_alpha`` (the ``<module>.gate.log_alpha`` entry the
 #: pruning tools read), ``missing_state()`` and ``run_state()``.
 GATE_CLASSES = {"hard-concrete": HardConcrete, "subset": SubsetGate}
 
@@ -122,20 +122,33 @@ class GatedMultiheadAttention(HeadAttentionMixin, MultiheadAttention):
         before_softmax: bool = False,
         need_head_weights: bool = False,
     ) -> Tuple[Tensor, Optional[Tensor]]:
-        """Time x Batch x Channel in and out, as fairseq's ``MultiheadAttention``."""
+        """Time x Batch x Channel in and out, as fairseq's ``MultiheadAttention``. In
+        inference the gates are folded into out_proj (:meth:`eval_head_scale`)."""
         need_weights = need_weights or need_head_weights
+        track = self.training or self.confidence_in_eval
+        if not (before_softmax or track) and self.takes_decode_step(incremental_state, need_weights, static_kv,
+                                                                     attn_mask, key_padding_mask):
+            return self.decode_step(query, key, key_padding_mask, incremental_state), None
         q, k, v, key_padding_mask = self.project(query, key, value, key_padding_mask, incremental_state, static_kv)
         if before_softmax:
             return self.scores_before_softmax(q, k, v, attn_mask, key_padding_mask)
-        track = self.training or self.confidence_in_eval
         ctx, probs = self.attend(q, k, v, attn_mask, key_padding_mask, explicit=need_weights or track)
         if track:
             self._track_confidence(probs)
-        z = self.gate(ctx.size(0))
-        ctx = ctx * z.to(ctx.dtype).view(-1 if z.dim() == 2 else 1, self.num_heads, 1, 1)
-        out = self.out_proj(self.merge_heads(ctx))
+        if not self.inference:  # in inference the gates are folded into out_proj
+            z = self.gate(ctx.size(0))
+            ctx = ctx * z.to(ctx.dtype).view(-1 if z.dim() == 2 else 1, self.num_heads, 1, 1)
+        out = self.output(ctx)
         if not need_weights:
             return out, None
         if self.training:
             return out, self.head_weights(probs, need_head_weights)
-        return out, self.head_weights(probs, need_head_weights, present=z > 0)
+        return out, self.head_weights(probs, need_head_weights, present=self.gate.deterministic() > 0)
+
+    # ---- evaluation (HeadAttentionMixin) ---------------------------------------------
+    def eval_head_scale(self) -> Tensor:
+        """The deterministic gates, folded into out_proj's columns in evaluation."""
+        return self.gate.deterministic()
+
+    def eval_dependencies(self):
+        return self.gate.depends_on()
