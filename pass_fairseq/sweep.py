@@ -55,6 +55,7 @@ from pass_fairseq import evaluation
 from pass_fairseq.checkpoints import load_checkpoint
 from pass_fairseq.commands import JobError, check, run, tool, write_json
 from pass_fairseq.gate_report import gate_report
+from pass_fairseq.gates import KEPT_THRESHOLD
 from pass_fairseq.sweep_tuning import CHOICES, choose_try
 from pass_fairseq.train_logs import valid_curve
 
@@ -368,9 +369,11 @@ def run_one(sweep: Sweep, spec: RunSpec, data: str) -> dict:
 
 def prune_and_score(sweep: Sweep, spec: RunSpec, selected: str, how: str, work: str) -> dict:
     """Prune ``selected`` with ``pass-prune-checkpoint`` (``how``: ``heads``, the K largest
-    log_alpha, or ``gates``, its own kept heads) and score the pruned model."""
+    log_alpha, or ``gates``, its own kept heads: z > 0.5, as the gate report counts them, so
+    that non-binary gates are allowed) and score the pruned model."""
     pruned = os.path.join(work, "pruned.pt")
-    cmd = [tool("pass-prune-checkpoint"), selected, pruned] + (["--heads", str(spec.heads)] if how == "heads" else [])
+    which = ["--heads", str(spec.heads)] if how == "heads" else ["--threshold", str(KEPT_THRESHOLD)]
+    cmd = [tool("pass-prune-checkpoint"), selected, pruned, *which]
     check(run(cmd, show=False), f"{spec.name}: pass-prune-checkpoint")
     kept = load_checkpoint(pruned)["pass_pruned_heads"]
     return dict(score(sweep, pruned, work), kept_heads=sum(len(v) for v in kept.values()),
