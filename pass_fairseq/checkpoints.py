@@ -142,14 +142,15 @@ def deployment(state: dict) -> Deployment:
     return DEPLOYMENTS[model]
 
 
-def _dataclass_fields(module: str, cls: str) -> set:
-    return {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), cls))}
+def _dataclass_fields(module: str, cls: str) -> list:
+    """The fields of fairseq's config dataclass ``module.cls``."""
+    return dataclasses.fields(getattr(importlib.import_module(module), cls))
 
 
 def _stock_component(part: dict, component: Component) -> dict:
     """A stock component config: stock ``_name``, only the stock dataclass's fields."""
     name, module, cls = component
-    fields = _dataclass_fields(module, cls)
+    fields = {f.name for f in _dataclass_fields(module, cls)}
     out = {k: v for k, v in part.items() if k in fields}
     out["_name"] = name
     return out
@@ -163,9 +164,8 @@ def _stock_model_cfg(model_cfg: dict, target: Deployment) -> dict:
     if target.stock_model_config is not None:
         from fairseq.dataclass.utils import interpret_dc_type
 
-        module, cls = target.stock_model_config
         out = {}
-        for f in dataclasses.fields(getattr(importlib.import_module(module), cls)):
+        for f in _dataclass_fields(*target.stock_model_config):
             if f.name in model_cfg:
                 value, kind = model_cfg[f.name], interpret_dc_type(f.type)
                 out[f.name] = kind(value) if value is not None and kind in (int, float, bool) else value

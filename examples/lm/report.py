@@ -10,7 +10,7 @@ import os
 import re
 import sys
 
-#: eval-lm log name -> (model, checkpoint, gates JSON or None, training log)
+#: (eval-lm log name, model, checkpoint, gates JSON or None, training log), under WORK
 ROWS = [
     ("base", "base (stock transformer_lm)", "base/checkpoint_last.pt", None, "base/train.log"),
     ("control", "control: base fine-tuned, no gates", "control/checkpoint_best.pt", None, "control/train.log"),

@@ -3,8 +3,8 @@
 #
 #   1. data      the English side of the offline corpus, sentencepiece, fairseq-preprocess --only-source
 #   2. base      a stock transformer_lm (4 layers of 4 heads: 16 heads), trained once
-#   3. shards    the training set in 8 shards: one fine-tune epoch is one shard
-#   4. fine-tunes from the base, same data, updates and lr: the control (stock, no gates),
+#   3. shards    the training set in 16 shards: one fine-tune epoch is one shard
+#   4. fine-tunes from the base, 6 epochs, same data, updates and lr: the control (stock, no gates),
 #                PASS and PASSCONC to exactly K heads
 #   5. pruning   pass-prune-checkpoint: the kept heads physically, the rest removed
 #   6. scoring   fairseq-eval-lm on the test set: base, control, gated and pruned models
@@ -12,7 +12,7 @@
 #   8. report    WORK/report.md
 #
 #   bash examples/lm/run.sh                      # from the repository root or anywhere
-#   K=8 BASE_UPDATES=2000 bash examples/lm/run.sh
+#   K=8 BASE_UPDATES=2000 EPOCHS=8 bash examples/lm/run.sh
 #
 # Resumable: a finished stage leaves a .done file beside its output and is skipped; an
 # interrupted fairseq-train resumes from its checkpoint_last.pt when run again. Every command
@@ -27,8 +27,10 @@ BIN=$(dirname "$PYTHON")
 CORPUS=${CORPUS:-data/deb-de-en}
 WORK=${WORK:-data/lm}
 K=${K:-4}                        # heads to keep, of 16
-BASE_UPDATES=${BASE_UPDATES:-1500}
-SHARDS=${SHARDS:-8}              # fine-tune epochs = shards: one pass over the training set
+BASE_UPDATES=${BASE_UPDATES:-600}
+MAX_TOKENS=${MAX_TOKENS:-2048}   # tokens per update
+SHARDS=${SHARDS:-16}             # the training set in SHARDS shards; one fine-tune epoch is one shard
+EPOCHS=${EPOCHS:-6}              # fine-tune epochs (shards), at most SHARDS
 SEED=${SEED:-1}
 THREADS=${THREADS:-2}            # torch threads of the benchmark
 
@@ -40,21 +42,25 @@ SAMPLES=(--tokens-per-sample 128 --sample-break-mode complete)
 STOCK=(--task language_modeling --arch transformer_lm_gpt2_tiny --criterion cross_entropy --optimizer adam)
 GATED=(--user-dir pass_fairseq --task language_modeling_pass --arch transformer_lm_pass_gpt2_tiny
        --criterion pass_cross_entropy --optimizer pass_adam --pass-target-heads "$K")
-COMMON=(--adam-betas "(0.9,0.98)" --max-tokens 4096 --no-epoch-checkpoints --log-format simple --log-interval 25
+COMMON=(--adam-betas "(0.9,0.98)" --max-tokens "$MAX_TOKENS" --no-epoch-checkpoints --log-format simple --log-interval 25
         --num-workers 0 --seed "$SEED")
-# the fine-tunes: one pass over the data in SHARDS epochs, fixed lr after a short warm-up
-FINETUNE=(--lr 5e-4 --lr-scheduler fixed --warmup-updates 50 --max-epoch "$SHARDS")
+# the fine-tunes: EPOCHS shards of the training set, fixed lr after a short warm-up
+FINETUNE=(--lr 5e-4 --lr-scheduler fixed --warmup-updates 50 --max-epoch "$EPOCHS")
 # PASS as the demo runs it (README.md, "Why the demo's schedule"): lambda weighs one
 # token's loss, no reopening, checkpoint_best.pt only ever on target
 PASS=(--pass-reg-scaling token --pass-lambda-init 0.1 --pass-no-reopen --best-checkpoint-metric pass_loss)
-CONC=(--pass-concentrator --pass-conc-start-epoch 3 --pass-conc-end-epoch 5)
+# the concentrator from epoch 3, once PASS alone is on target, off for the last two epochs
+CONC=(--pass-concentrator --pass-conc-start-epoch 3 --pass-conc-end-epoch $((EPOCHS - 2)))
 
 step() { echo; echo "=== $* ==="; }
-run() {  # run LOG CMD...: echo the command, append its output to LOG
-    local log=$1; shift
-    echo "\$ $*" | tee -a "$log"
-    "$@" 2>&1 | tee -a "$log" | grep -v -E "Warning|warn\(|hydra|version_base|deprecat|compatab|Will assume" || true
-    return "${PIPESTATUS[0]}"
+run() {  # run LOG CMD...: echo the command, append it and its output to LOG; the command's status
+    local log=$1 status; shift
+    { printf '$'; printf ' %q' "$@"; echo; } | tee -a "$log"
+    set +e
+    "$@" 2>&1 | tee -a "$log" | grep --line-buffered -v -E "Warning|warn\(|hydra|version_base|deprecat|compatab|Will assume"
+    status=${PIPESTATUS[0]}
+    set -e
+    return "$status"
 }
 done_or() { [ -f "$1/.done" ]; }
 mkdir -p "$WORK"
@@ -79,7 +85,7 @@ step "2. base: stock transformer_lm, $BASE_UPDATES updates"
 if ! done_or "$WORK/base"; then
     mkdir -p "$WORK/base"
     run "$WORK/base/train.log" "$BIN/fairseq-train" "$WORK/data-bin" "${STOCK[@]}" "${MODEL[@]}" "${SAMPLES[@]}" \
-        "${COMMON[@]}" --lr 1e-3 --lr-scheduler inverse_sqrt --warmup-updates 400 --max-update "$BASE_UPDATES" \
+        "${COMMON[@]}" --lr 1e-3 --lr-scheduler inverse_sqrt --warmup-updates 200 --max-update "$BASE_UPDATES" \
         --save-dir "$WORK/base"
     touch "$WORK/base/.done"
 fi

@@ -2,10 +2,10 @@
 
 Written to the work directory (:func:`pass_fairseq.checkpoints.convert`, saved atomically):
 the unpruned model as a stock fairseq model (``transformer`` or ``transformer_lm``), an
-attention-free model (every
-attention module skipped, for T_noattn) and pruned models at each K with the checkpoint's
-own top-K mask (``topk``) and with the same K packed into as few modules as possible
-(``packed``, what the concentrator aims for); the gated checkpoint itself is used as it is.
+attention-free model (every attention module skipped, for T_noattn) and pruned models at
+each K with the checkpoint's own top-K mask (``topk``) and with the same K packed into as few
+modules as possible (``packed``, what the concentrator aims for); the gated checkpoint itself
+is used as it is.
 """
 import argparse
 import os
