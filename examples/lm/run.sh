@@ -2,9 +2,9 @@
 # PASS and PASSCONC on a decoder-only language model, end to end (examples/lm/README.md):
 #
 #   1. data      the English side of the offline corpus, sentencepiece, fairseq-preprocess --only-source
-#   2. base      a stock transformer_lm (4 layers of 4 heads: 16 heads), trained once
-#   3. shards    the training set in 16 shards: one fine-tune epoch is one shard
-#   4. fine-tunes from the base, 6 epochs, same data, updates and lr: the control (stock, no gates),
+#   2. base      a stock transformer_lm (4 layers of 4 heads: 16 heads, width 64), trained once
+#   3. shards    the training set in 32 shards: one fine-tune epoch is one shard
+#   4. fine-tunes from the base, 5 epochs, same data, updates and lr: the control (stock, no gates),
 #                PASS and PASSCONC to exactly K heads
 #   5. pruning   pass-prune-checkpoint: the kept heads physically, the rest removed
 #   6. scoring   fairseq-eval-lm on the test set: base, control, gated and pruned models
@@ -27,16 +27,19 @@ BIN=$(dirname "$PYTHON")
 CORPUS=${CORPUS:-data/deb-de-en}
 WORK=${WORK:-data/lm}
 K=${K:-4}                        # heads to keep, of 16
-BASE_UPDATES=${BASE_UPDATES:-600}
+BASE_UPDATES=${BASE_UPDATES:-300}
 MAX_TOKENS=${MAX_TOKENS:-2048}   # tokens per update
-SHARDS=${SHARDS:-16}             # the training set in SHARDS shards; one fine-tune epoch is one shard
-EPOCHS=${EPOCHS:-6}              # fine-tune epochs (shards), at most SHARDS
+SHARDS=${SHARDS:-32}             # the training set in SHARDS shards; one fine-tune epoch is one shard
+EPOCHS=${EPOCHS:-5}              # fine-tune epochs (shards), at most SHARDS
 SEED=${SEED:-1}
+PROMPTS=${PROMPTS:-64}           # the benchmark: test prompts of PROMPT_LEN tokens, continued by OUT_LEN
+PROMPT_LEN=${PROMPT_LEN:-16}
+OUT_LEN=${OUT_LEN:-16}
 THREADS=${THREADS:-2}            # torch threads of the benchmark
 
 # the model (stock transformer_lm_gpt2_tiny, gated transformer_lm_pass_gpt2_tiny: the same
 # defaults, gelu, pre-norm) and how sentences make training samples
-MODEL=(--decoder-layers 4 --decoder-embed-dim 128 --decoder-ffn-embed-dim 512 --decoder-attention-heads 4
+MODEL=(--decoder-layers 4 --decoder-embed-dim 64 --decoder-ffn-embed-dim 256 --decoder-attention-heads 4
        --share-decoder-input-output-embed --dropout 0.1)
 SAMPLES=(--tokens-per-sample 128 --sample-break-mode complete)
 STOCK=(--task language_modeling --arch transformer_lm_gpt2_tiny --criterion cross_entropy --optimizer adam)
@@ -85,8 +88,8 @@ step "2. base: stock transformer_lm, $BASE_UPDATES updates"
 if ! done_or "$WORK/base"; then
     mkdir -p "$WORK/base"
     run "$WORK/base/train.log" "$BIN/fairseq-train" "$WORK/data-bin" "${STOCK[@]}" "${MODEL[@]}" "${SAMPLES[@]}" \
-        "${COMMON[@]}" --lr 1e-3 --lr-scheduler inverse_sqrt --warmup-updates 200 --max-update "$BASE_UPDATES" \
-        --save-dir "$WORK/base"
+        "${COMMON[@]}" --lr 2e-3 --lr-scheduler inverse_sqrt --warmup-updates 100 --max-update "$BASE_UPDATES" \
+        --save-interval-updates 50 --keep-interval-updates 1 --save-dir "$WORK/base"
     touch "$WORK/base/.done"
 fi
 
@@ -144,8 +147,8 @@ for name in pass passconc; do
     if ! done_or "$WORK/bench-$name"; then
         mkdir -p "$WORK/bench-$name"
         run "$WORK/bench-$name/bench.log" "$BIN/pass-bench-inference" "$WORK/$name/checkpoint_best.pt" \
-            --data "$WORK/data-bin" --heads "$K" --layouts topk,packed --sentences 128 --batch-size 32 \
-            --prompt-len 16 --out-len 32 --beam 1 --repeats 5 --warmup 1 --threads "$THREADS" \
+            --data "$WORK/data-bin" --heads "$K" --layouts topk,packed --sentences "$PROMPTS" --batch-size 32 \
+            --prompt-len "$PROMPT_LEN" --out-len "$OUT_LEN" --beam 1 --repeats 5 --warmup 1 --threads "$THREADS" \
             --work-dir "$WORK/bench-$name"
         touch "$WORK/bench-$name/.done"
     fi

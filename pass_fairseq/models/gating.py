@@ -25,10 +25,11 @@ from pass_fairseq.gates import BETA, MISSING_GATE_INIT, NOISE_MODES, GateCounts,
 from pass_fairseq.methods import GATE_TYPES, method
 from pass_fairseq.modules.gated_attention import GatedMultiheadAttention
 from pass_fairseq.presets import preset_value
+from pass_fairseq.pruning import MODEL_ONLY_KEYS
 from pass_fairseq.subset_gates import SubsetGroup
 
-#: model-level buffers, zero in a stock checkpoint
-SCHEDULE_BUFFERS = ("pass_epoch", "pass_lambda_steps", "pass_num_updates")
+#: model-level buffers, zero in a stock checkpoint (the model-level entries pruning drops)
+SCHEDULE_BUFFERS = MODEL_ONLY_KEYS
 
 
 def add_gate_args(parser) -> None:
