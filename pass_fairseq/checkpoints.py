@@ -1,12 +1,15 @@
 """Checkpoint I/O, in one place: loading (with the safe globals set explicitly), atomic
-saving, and conversion of a gated (``transformer_pass``) checkpoint into a deployable one.
+saving, and conversion of a gated (``transformer_pass*``, ``transformer_lm_pass*``) checkpoint
+into a deployable one.
 
-Conversion, :func:`convert` (the CLI is ``pass-prune-checkpoint``):
+Conversion, :func:`convert` (the CLI is ``pass-prune-checkpoint``), to what the gated
+model's :data:`DEPLOYMENTS` entry names:
 
 * ``pruned`` (default): pruned heads physically removed, model ``transformer_pass_pruned``
-  (needs ``--user-dir pass_fairseq`` to load), its kept heads recorded in the model config;
-* ``stock``: dense ``transformer`` checkpoint with the eval gates folded into out_proj,
-  loadable by stock fairseq without the plugin.
+  or ``transformer_lm_pass_pruned`` (needs ``--user-dir pass_fairseq`` to load), its kept
+  heads recorded in the model config;
+* ``stock``: dense ``transformer`` or ``transformer_lm`` checkpoint with the eval gates
+  folded into out_proj, loadable by stock fairseq without the plugin.
 
 Both drop the gates, the PASS schedule buffers and the optimizer state.
 
@@ -20,7 +23,7 @@ import importlib
 import json
 import os
 import tempfile
-from typing import Dict, List, Optional
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 
@@ -30,14 +33,42 @@ from pass_fairseq.pruning import PruningError, prune_state_dict, select_heads, s
 #: classes a fairseq checkpoint pickles besides tensors: its model config is an argparse.Namespace
 SAFE_GLOBALS = [argparse.Namespace]
 
-STOCK_MODEL = "transformer"
-PRUNED_MODEL = "transformer_pass_pruned"
-#: plugin component -> stock fairseq component written into a stock checkpoint's config
-STOCK_NAMES = {
-    "task": ("translation", "fairseq.tasks.translation", "TranslationConfig"),
-    "criterion": ("label_smoothed_cross_entropy", "fairseq.criterions.label_smoothed_cross_entropy",
-                  "LabelSmoothedCrossEntropyCriterionConfig"),
-    "optimizer": ("adam", "fairseq.optim.adam", "FairseqAdamConfig"),
+#: a stock fairseq component: (registered name, module, config dataclass)
+Component = Tuple[str, str, str]
+ADAM: Component = ("adam", "fairseq.optim.adam", "FairseqAdamConfig")
+
+
+class Deployment(NamedTuple):
+    """What a gated model converts to."""
+
+    #: the plugin's pruned model (``--format pruned``)
+    pruned_model: str
+    #: the stock fairseq model (``--format stock``)
+    stock_model: str
+    #: where the stock model's config dataclass lives, (module, class); None for a legacy
+    #: (flag-based) model, whose config keeps every flag but the plugin's
+    stock_model_config: Optional[Tuple[str, str]]
+    #: plugin component -> stock fairseq component written into a stock checkpoint's config
+    stock_components: Dict[str, Component]
+    #: the criterion and optimizer class names a stock checkpoint's optimizer history records
+    stock_history: Tuple[str, str]
+
+
+#: gated model (registered name) -> what it converts to
+DEPLOYMENTS = {
+    "transformer_pass": Deployment(
+        "transformer_pass_pruned", "transformer", None,
+        {"task": ("translation", "fairseq.tasks.translation", "TranslationConfig"),
+         "criterion": ("label_smoothed_cross_entropy", "fairseq.criterions.label_smoothed_cross_entropy",
+                       "LabelSmoothedCrossEntropyCriterionConfig"),
+         "optimizer": ADAM},
+        ("LabelSmoothedCrossEntropyCriterion", "FairseqAdam")),
+    "transformer_lm_pass": Deployment(
+        "transformer_lm_pass_pruned", "transformer_lm", ("fairseq.models.transformer_lm", "TransformerLanguageModelConfig"),
+        {"task": ("language_modeling", "fairseq.tasks.language_modeling", "LanguageModelingConfig"),
+         "criterion": ("cross_entropy", "fairseq.criterions.cross_entropy", "CrossEntropyCriterionConfig"),
+         "optimizer": ADAM},
+        ("CrossEntropyCriterion", "FairseqAdam")),
 }
 
 
@@ -81,23 +112,72 @@ def _as_dict(cfg_part) -> dict:
     return dict(cfg_part)
 
 
-def _stock_component(part: dict, kind: str) -> dict:
+def _config(state: dict) -> dict:
+    """The checkpoint's config (a legacy checkpoint's ``args`` as its model config), or
+    PruningError when it has no model config."""
+    cfg = state.get("cfg") if isinstance(state, dict) else None
+    if cfg is None and isinstance(state, dict) and state.get("args") is not None:
+        cfg = {"model": state["args"]}
+    if cfg is None or cfg.get("model") is None:
+        raise PruningError("the checkpoint has no model config (cfg.model)")
+    return cfg
+
+
+def model_name(state: dict) -> str:
+    """The registered fairseq model of a checkpoint (its architecture's), e.g.
+    ``transformer_lm_pass`` for ``--arch transformer_lm_pass_gpt2_tiny``."""
+    from fairseq.models import ARCH_MODEL_NAME_REGISTRY
+
+    model_cfg = _as_dict(_config(state)["model"])
+    arch = model_cfg.get("_name") or model_cfg.get("arch")
+    return ARCH_MODEL_NAME_REGISTRY.get(arch, arch)
+
+
+def deployment(state: dict) -> Deployment:
+    """The :data:`DEPLOYMENTS` entry of a gated checkpoint's model, or PruningError."""
+    model = model_name(state)
+    if model not in DEPLOYMENTS:
+        raise PruningError(f"the checkpoint's model is {model}: give one trained with a gated architecture"
+                           f" ({', '.join(a + '*' for a in DEPLOYMENTS)})")
+    return DEPLOYMENTS[model]
+
+
+def _dataclass_fields(module: str, cls: str) -> list:
+    """The fields of fairseq's config dataclass ``module.cls``."""
+    return dataclasses.fields(getattr(importlib.import_module(module), cls))
+
+
+def _stock_component(part: dict, component: Component) -> dict:
     """A stock component config: stock ``_name``, only the stock dataclass's fields."""
-    name, module, cls = STOCK_NAMES[kind]
-    fields = {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), cls))}
+    name, module, cls = component
+    fields = {f.name for f in _dataclass_fields(module, cls)}
     out = {k: v for k, v in part.items() if k in fields}
     out["_name"] = name
     return out
 
 
-def _stock_model_cfg(model_cfg: dict) -> dict:
+def _stock_model_cfg(model_cfg: dict, target: Deployment) -> dict:
+    """The stock model's config: a legacy model keeps every flag but the plugin's, with its
+    components renamed; a dataclass model keeps only its dataclass's fields, each of type
+    int, float or bool converted to it as fairseq converts flags into a dataclass config
+    (``transformer_lm``'s architecture functions set ``base_shuffle``, an int, to False)."""
+    if target.stock_model_config is not None:
+        from fairseq.dataclass.utils import interpret_dc_type
+
+        out = {}
+        for f in _dataclass_fields(*target.stock_model_config):
+            if f.name in model_cfg:
+                value, kind = model_cfg[f.name], interpret_dc_type(f.type)
+                out[f.name] = kind(value) if value is not None and kind in (int, float, bool) else value
+        out["_name"] = target.stock_model
+        return out
     out = {k: v for k, v in model_cfg.items() if not k.startswith("pass_")}
     # components of the Namespace that name plugin parts
-    for key, (name, _, _) in STOCK_NAMES.items():
+    for key, (name, _, _) in target.stock_components.items():
         if key in out:
             out[key] = name
-    out["_name"] = STOCK_MODEL
-    out["arch"] = STOCK_MODEL
+    out["_name"] = target.stock_model
+    out["arch"] = target.stock_model
     out["user_dir"] = None
     return out
 
@@ -117,29 +197,24 @@ def convert(state: dict, heads: Optional[int] = None, threshold: Optional[float]
         kept = kept_heads(model_state, heads, threshold)
     new_model = prune_state_dict(model_state, kept, physical=fmt == "pruned")
 
-    cfg = state.get("cfg")
-    if cfg is None and state.get("args") is not None:
-        cfg = {"model": state["args"]}
-    if cfg is None or cfg.get("model") is None:
-        raise PruningError("the checkpoint has no model config (cfg.model)")
-    cfg = {k: copy.deepcopy(v) for k, v in cfg.items()}
+    target = deployment(state)
+    cfg = {k: copy.deepcopy(v) for k, v in _config(state).items()}
     model_cfg = _as_dict(cfg["model"])
     history = _history(state)
     if fmt == "pruned":
-        model_cfg["_name"] = PRUNED_MODEL
-        model_cfg["arch"] = PRUNED_MODEL
+        model_cfg["_name"] = target.pruned_model
+        model_cfg["arch"] = target.pruned_model
         model_cfg["pass_pruned_heads"] = json.dumps(kept)
         cfg["model"] = argparse.Namespace(**model_cfg)
     else:
-        cfg["model"] = _stock_model_cfg(model_cfg)
+        cfg["model"] = _stock_model_cfg(model_cfg, target)
         if isinstance(cfg.get("common"), dict):
             cfg["common"] = dict(cfg["common"], user_dir=None)
-        for kind in STOCK_NAMES:
+        for kind, component in target.stock_components.items():
             if cfg.get(kind) is not None:
-                cfg[kind] = _stock_component(_as_dict(cfg[kind]), kind)
+                cfg[kind] = _stock_component(_as_dict(cfg[kind]), component)
         for entry in history:
-            entry["criterion_name"] = "LabelSmoothedCrossEntropyCriterion"
-            entry["optimizer_name"] = "FairseqAdam"
+            entry["criterion_name"], entry["optimizer_name"] = target.stock_history
     return dict(_derived(state, cfg, new_model, history), pass_pruned_heads=kept)
 
 

@@ -23,7 +23,7 @@ from pass_fairseq.gates import (GAMMA, GATE_KEY, KEPT_THRESHOLD, REOPEN_KEY, SUB
 
 #: per-module entries of the gated module that a pruned or stock module does not have
 GATE_ONLY_SUFFIXES = (GATE_KEY, REOPEN_KEY, SUBSET_K_KEY, ".conf_mean", ".conf_count")
-#: model-level buffers of ``transformer_pass`` (schedule state)
+#: model-level buffers of the gated models (their schedule state, ``models/gating.py``)
 MODEL_ONLY_KEYS = ("pass_epoch", "pass_lambda_steps", "pass_num_updates")
 PROJECTIONS = ("q_proj", "k_proj", "v_proj")
 

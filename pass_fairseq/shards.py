@@ -1,5 +1,5 @@
-"""Short epochs for a short fine-tune: split a binarized training set into N random shards,
-one data folder each. Given the folders colon-separated as its data argument, fairseq reads
+"""Short epochs for a short fine-tune: split a binarized training set (translation pairs, or a
+language model's sentences) into N random shards, one data folder each. Given the folders colon-separated as its data argument, fairseq reads
 the training data of epoch e from the ((e - 1) mod N)-th folder, and valid data and
 dictionaries from the first, so one epoch is one shard and the PASS schedule (which acts at
 epoch starts) runs N times in one pass over the data.
@@ -23,7 +23,8 @@ class Shards(NamedTuple):
 
 
 def _train_prefixes(src: str) -> List[str]:
-    """The binarized training files of ``src`` without extension (train.de-en.de, ...)."""
+    """The binarized training files of ``src`` without extension (train.de-en.de, ...; a
+    language model's: train)."""
     prefixes = sorted(f[:-len(".bin")] for f in os.listdir(src) if f.startswith("train.") and f.endswith(".bin"))
     if not prefixes:
         raise FileNotFoundError(f"{src}: no binarized training set (train.*.bin) to split")
@@ -69,7 +70,9 @@ def build_shards(src: str, out_dir: str, n: int, seed: int) -> Shards:
             order = np.random.RandomState(seed).permutation(len(dataset))
             assign = np.empty(len(dataset), dtype=np.int64)
             assign[order] = np.arange(len(dataset)) % n
-        vocab = len(Dictionary.load(os.path.join(src, "dict." + prefix.rsplit(".", 1)[1] + ".txt")))
+        # train.de-en.de -> dict.de.txt; a language model's train (fairseq-preprocess --only-source) -> dict.txt
+        lang = prefix.rsplit(".", 1)[1] if "." in prefix else None
+        vocab = len(Dictionary.load(os.path.join(src, f"dict.{lang}.txt" if lang else "dict.txt")))
         for i, d in enumerate(dirs):
             target = os.path.join(d, prefix)
             builder = indexed_dataset.make_builder(indexed_dataset.data_file_path(target), "mmap", vocab_size=vocab)

@@ -1,6 +1,10 @@
 """A generated reversal task for smoke tests: random sentences over a small vocabulary,
 the target is the source reversed. ``python -m pass_fairseq.toy_task DEST`` writes raw
-text to DEST/raw and binarized data to DEST/data-bin (joined dictionary)."""
+text to DEST/raw and binarized data to DEST/data-bin (joined dictionary).
+
+Its language-model form (:func:`write_reversal_lm_corpus`, :func:`binarize_monolingual`)
+writes each pair as one line, ``source = reversed source``: the second half is predictable
+only by attending back to the first."""
 import argparse
 import os
 import random
@@ -19,6 +23,36 @@ def write_reversal_corpus(raw_dir, n_train=3000, n_valid=200, n_test=200, vocab=
                 src.write(" ".join(sent) + "\n")
                 tgt.write(" ".join(reversed(sent)) + "\n")
     return raw_dir
+
+
+def write_reversal_lm_corpus(raw_dir, n_train=3000, n_valid=200, n_test=200, vocab=60, max_len=12, seed=1):
+    """Write {train,valid,test}.txt, one ``w3 w7 w1 = w1 w7 w3`` line per reversal pair;
+    returns the raw directory."""
+    rng = random.Random(seed)
+    words = [f"w{i}" for i in range(vocab)]
+    os.makedirs(raw_dir, exist_ok=True)
+    for split, n in (("train", n_train), ("valid", n_valid), ("test", n_test)):
+        with open(os.path.join(raw_dir, f"{split}.txt"), "w") as out:
+            for _ in range(n):
+                sent = [rng.choice(words) for _ in range(rng.randint(3, max_len))]
+                out.write(" ".join(sent + ["="] + sent[::-1]) + "\n")
+    return raw_dir
+
+
+def binarize_monolingual(raw_dir, dest_dir, workers=1):
+    """fairseq-preprocess --only-source, in process: {train,valid,test}.txt to a language
+    model's data-bin (dict.txt, {split}.bin/.idx)."""
+    from fairseq import options
+    from fairseq_cli import preprocess
+
+    parser = options.get_preprocessing_parser()
+    args = parser.parse_args([
+        "--only-source", "--trainpref", os.path.join(raw_dir, "train.txt"),
+        "--validpref", os.path.join(raw_dir, "valid.txt"), "--testpref", os.path.join(raw_dir, "test.txt"),
+        "--destdir", dest_dir, "--workers", str(workers),
+    ])
+    preprocess.main(args)
+    return dest_dir
 
 
 def binarize(raw_dir, dest_dir, workers=1):

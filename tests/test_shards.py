@@ -71,3 +71,24 @@ def test_one_shard_is_the_source_itself(toy_data, tmp_path):
 def test_a_folder_without_training_data_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="no binarized training set"):
         build_shards(str(tmp_path), str(tmp_path / "out"), 2, seed=1)
+
+
+def test_a_language_model_training_set_is_split_too(tmp_path):
+    """fairseq-preprocess --only-source writes train.bin and dict.txt: the same shards."""
+    import contextlib
+    import io
+
+    from fairseq.data.indexed_dataset import MMapIndexedDataset
+
+    from pass_fairseq.toy_task import binarize_monolingual, write_reversal_lm_corpus
+
+    raw = write_reversal_lm_corpus(str(tmp_path / "raw"), n_train=50, n_valid=5, n_test=5, vocab=10, max_len=4)
+    with contextlib.redirect_stdout(io.StringIO()):
+        data = binarize_monolingual(raw, str(tmp_path / "data-bin"))
+    result = build_shards(data, str(tmp_path / "shards"), 2, seed=1)
+    folders = result.data.split(":")
+    sentences = [[tuple(x.tolist()) for x in MMapIndexedDataset(os.path.join(f, "train"))] for f in folders]
+    assert sorted(s for shard in sentences for s in shard) == sorted(
+        tuple(x.tolist()) for x in MMapIndexedDataset(os.path.join(data, "train")))
+    assert [len(s) for s in sentences] == result.sizes == [25, 25]
+    assert all(os.path.isfile(os.path.join(f, name)) for f in folders for name in ("dict.txt", "valid.bin"))

@@ -1,5 +1,6 @@
-"""Wall time with device synchronisation, and the inference benchmark's timed decoding:
-every model decodes the same batches, models interleaved within each repeat, after
+"""Wall time with device synchronisation, and the inference benchmark's timed decoding
+(translation, or incremental generation of a language model from prompts): every model
+decodes the same batches, models interleaved within each repeat, after
 warm-up; each repeat times an end-to-end pass, then an instrumented pass that adds up the
 time of every attention module (:class:`AttentionClock`)."""
 import logging
@@ -78,35 +79,39 @@ def attention_modules(model):
     return [(n, m) for n, m in model.named_modules() if isinstance(m, (MultiheadAttention, PrunedMultiheadAttention))]
 
 
-def decode(generator, model, batches) -> int:
-    """Translate every batch; returns the number of output tokens of the best hypotheses."""
+def decode(task, generator, model, batches, prompt_len: int) -> int:
+    """Run the task's generation on every batch (translation: the source sentences; a
+    language model: continue the prompts); returns the number of tokens the best
+    hypotheses generated (their ``prompt_len`` prompt tokens not counted)."""
     tokens = 0
     with torch.inference_mode():
         for batch in batches:
-            hypos = generator.generate([model], batch)
-            tokens += sum(int(h[0]["tokens"].numel()) for h in hypos)
+            hypos = task.inference_step(generator, [model], batch)
+            tokens += sum(int(h[0]["tokens"].numel()) - prompt_len for h in hypos)
     return tokens
 
 
-def time_decoding(models, target_dictionary, batches, timer: Timer, beam: int, out_len: int,
-                  warmup: int, repeats: int) -> List[dict]:
+def time_decoding(models, task, batches, timer: Timer, beam: int, out_len: int, warmup: int, repeats: int,
+                  prompt_len: int = 0) -> List[dict]:
     """Per model: ``e2e`` and ``attn`` (seconds per timed repeat), ``per_module`` (attention
     module -> seconds per timed repeat), ``calls`` (attention module -> forward calls in one
-    pass) and ``tokens`` (output tokens of one pass). Beam search with fixed
-    ``out_len``-token outputs, so every model does the same steps."""
+    pass) and ``tokens`` (generated tokens of one pass). Beam search with fixed
+    ``out_len``-token outputs (after the ``prompt_len``-token prompts of a language model),
+    so every model does the same steps."""
     from fairseq.sequence_generator import SequenceGenerator
 
     # a generator decodes with the models it was built with
-    generators = [SequenceGenerator([model], target_dictionary, beam_size=beam, max_len_a=0, max_len_b=out_len,
-                                    min_len=out_len) for model in models]
+    length = prompt_len + out_len
+    generators = [SequenceGenerator([model], task.target_dictionary, beam_size=beam, max_len_a=0, max_len_b=length,
+                                    min_len=length) for model in models]
     results = [dict(e2e=[], attn=[], per_module=defaultdict(list), calls={}, tokens=0) for _ in models]
     for rep in range(warmup + repeats):
         for model, generator, result in zip(models, generators, results):
             t0 = timer.now()
-            tokens = decode(generator, model, batches)
+            tokens = decode(task, generator, model, batches, prompt_len)
             t1 = timer.now()
             clock = AttentionClock(model, timer)
-            decode(generator, model, batches)
+            decode(task, generator, model, batches, prompt_len)
             clock.remove()
             if rep >= warmup:
                 result["e2e"].append(t1 - t0)

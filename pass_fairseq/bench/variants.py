@@ -1,17 +1,18 @@
 """The inference benchmark's models, from one gated checkpoint.
 
 Written to the work directory (:func:`pass_fairseq.checkpoints.convert`, saved atomically):
-the unpruned model as a stock fairseq ``transformer``, an attention-free model (every
-attention module skipped, for T_noattn) and pruned models at each K with the checkpoint's
-own top-K mask (``topk``) and with the same K packed into as few modules as possible
-(``packed``, what the concentrator aims for); the gated checkpoint itself is used as it is.
+the unpruned model as a stock fairseq model (``transformer`` or ``transformer_lm``), an
+attention-free model (every attention module skipped, for T_noattn) and pruned models at
+each K with the checkpoint's own top-K mask (``topk``) and with the same K packed into as few
+modules as possible (``packed``, what the concentrator aims for); the gated checkpoint itself
+is used as it is.
 """
 import argparse
 import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
-from pass_fairseq.checkpoints import convert, save_atomic
+from pass_fairseq.checkpoints import convert, deployment, model_name, save_atomic
 from pass_fairseq.pruning import packed_selection, select_heads, state_dict_gates
 
 
@@ -46,8 +47,9 @@ def write_variants(state: dict, checkpoint: str, ks: Sequence[int], layouts: Seq
     every = {p: list(range(n)) for p, n in heads.items()}
     none = {p: [] for p in heads}
     variants = [
-        Variant("unpruned (stock transformer)", "unpruned", write("unpruned_stock.pt", every, fmt="stock"), every),
-        Variant("gated (transformer_pass)", "gated", checkpoint, None),
+        Variant(f"unpruned (stock {deployment(state).stock_model})", "unpruned",
+                write("unpruned_stock.pt", every, fmt="stock"), every),
+        Variant(f"gated ({model_name(state)})", "gated", checkpoint, None),
         Variant("no attention (all skipped)", "noattn", write("noattn.pt", none), none),
     ]
     for k in ks:

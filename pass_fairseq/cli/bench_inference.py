@@ -2,10 +2,13 @@
 inference benchmark of unpruned, gated and pruned models, side by side in one run.
 
 From one gated checkpoint it writes (to ``--work-dir``) and loads the unpruned model as a
-stock fairseq ``transformer``, the gated model itself, pruned models at each K (top-K and
-packed masks) and an attention-free model (:mod:`pass_fairseq.bench.variants`). Every
-model decodes the same sentences with fairseq's ``SequenceGenerator`` (beam 5, fixed output
-length), models interleaved within each repeat, after warm-up; attention time comes from a
+stock fairseq ``transformer`` (or ``transformer_lm``), the gated model itself, pruned models
+at each K (top-K and packed masks) and an attention-free model
+(:mod:`pass_fairseq.bench.variants`). Every model decodes the same sentences with fairseq's
+``SequenceGenerator`` (beam 5, fixed output length) through its task's ``inference_step``:
+a translation model translates the first sentences of the split, a language model
+(``transformer_lm_pass*``) continues their first ``--prompt-len`` tokens, decoding
+incrementally as fairseq generates; models interleaved within each repeat, after warm-up; attention time comes from a
 second, instrumented pass per repeat (:mod:`pass_fairseq.bench.timing`). The table gives
 medians as speed-ups against the unpruned model and time over the per-module ideal
 (definitions: :mod:`pass_fairseq.bench.summary`), one table per batch size with its
@@ -18,8 +21,9 @@ import sys
 from typing import List, Optional
 
 import torch
+from fairseq.tasks.language_modeling import LanguageModelingTask
 
-from pass_fairseq.bench.data import has_split, sentence_batches
+from pass_fairseq.bench.data import has_split, prompt_batches, sentence_batches
 from pass_fairseq.bench.summary import COLUMNS, COST_COLUMNS, ModelTiming, cost_model, summarize
 from pass_fairseq.bench.tables import to_markdown, write_tables
 from pass_fairseq.bench.timing import Timer, time_decoding
@@ -43,7 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sentences per batch; several (64,1: throughput and latency) give one table each, in one"
                         " run (default 64)")
     p.add_argument("--beam", type=int, default=5, help="beam size (default 5)")
-    p.add_argument("--out-len", type=int, default=20, help="fixed output length in tokens (default 20)")
+    p.add_argument("--out-len", type=int, default=20,
+                   help="fixed output length in tokens (default 20); a language model generates them after its prompt")
+    p.add_argument("--prompt-len", type=int, default=16,
+                   help="language models: prompt tokens, the first P tokens of each sentence of the split"
+                        " that has more (default 16)")
     p.add_argument("--heads", default="48,32,16,8", help="K values of the pruned models (default 48,32,16,8)")
     p.add_argument("--layouts", default="topk,packed",
                    help="masks per K: topk (the checkpoint's largest log_alpha) and/or packed (default both)")
@@ -71,6 +79,8 @@ def parse_options(args):
         fail(f"--layouts {args.layouts}: give topk, packed or both")
     if args.repeats < 1 or args.warmup < 0:
         fail("--repeats must be >= 1 and --warmup >= 0")
+    if args.prompt_len < 1 or args.out_len < 1:
+        fail("--prompt-len and --out-len must be at least 1")
     batch_sizes, sentences = _int_list(args.batch_size, "--batch-size"), _int_list(args.sentences, "--sentences")
     if len(sentences) == 1:
         sentences = sentences * len(batch_sizes)
@@ -98,7 +108,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     state = load_checkpoint(args.checkpoint)
     heads = module_heads(state)
     if not heads:
-        fail("no gates in this checkpoint: give one trained with a transformer_pass architecture")
+        fail("no gates in this checkpoint: give one trained with a gated architecture (transformer_pass*,"
+             " transformer_lm_pass*)")
     total = sum(heads.values())
     for k in ks:
         if not 1 <= k <= total:
@@ -112,19 +123,31 @@ def main(argv: Optional[List[str]] = None) -> int:
     except PruningError as e:
         fail(str(e))
     models, task = load_models(variants, data, device, args.beam)
+    language_model = isinstance(task, LanguageModelingTask)
+    prompt_len = args.prompt_len if language_model else 0
+    positions = min(model.max_decoder_positions() for model in models)
+    if prompt_len + args.out_len >= positions:
+        fail(f"--prompt-len {prompt_len} plus --out-len {args.out_len} must stay below the model's {positions}"
+             " positions")
     parts, rows = [], []
     for batch_size, sentences in runs:
-        batches, n_sent = sentence_batches(task, args.subset, sentences, batch_size, device)
-        if n_sent == 0:
-            fail(f"the {args.subset} split is empty")
-        measured = time_decoding(models, task.target_dictionary, batches, Timer(device), args.beam, args.out_len,
-                                 args.warmup, args.repeats)
+        if language_model:
+            batches, n_sent = prompt_batches(task, data, args.subset, sentences, batch_size, prompt_len, device)
+            if n_sent == 0:
+                fail(f"no sentence of the {args.subset} split is longer than --prompt-len {prompt_len}")
+        else:
+            batches, n_sent = sentence_batches(task, args.subset, sentences, batch_size, device)
+            if n_sent == 0:
+                fail(f"the {args.subset} split is empty")
+        measured = time_decoding(models, task, batches, Timer(device), args.beam, args.out_len, args.warmup,
+                                 args.repeats, prompt_len)
         timings = [ModelTiming(label=v.label, kind=v.kind, kept=None if v.kept is None else
                                {p: len(h) for p, h in v.kept.items()}, params=param_count(model),
                                file_bytes=os.path.getsize(v.path), **m)
                    for v, model, m in zip(variants, models, measured)]
         summary = summarize(timings, heads, n_sent)
-        settings = (f"device {device.type}, threads {torch.get_num_threads()}, {n_sent} sentences, batch {batch_size},"
+        inputs = f"{n_sent} {prompt_len}-token prompts" if language_model else f"{n_sent} sentences"
+        settings = (f"device {device.type}, threads {torch.get_num_threads()}, {inputs}, batch {batch_size},"
                     f" beam {args.beam}, {args.out_len}-token outputs, warm-up {args.warmup}, median of"
                     f" {args.repeats} interleaved repeats; unpruned attention share {summary.base_attn_share:.3f};"
                     f" T_noattn / T_unpruned {summary.noattn_over_base:.3f}")

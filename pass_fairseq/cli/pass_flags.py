@@ -10,11 +10,11 @@ from typing import List, Optional
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 
 from pass_fairseq.cli import quiet_fairseq_logging
-from pass_fairseq.criterions.pass_label_smoothed_cross_entropy import PassLabelSmoothedCrossEntropyCriterionConfig
-from pass_fairseq.models.transformer_pass import TransformerPassModel
-from pass_fairseq.models.transformer_pass_pruned import TransformerPassPrunedModel
+from pass_fairseq.criterions.pass_regularizer import PassRegularizerConfig
+from pass_fairseq.models.gating import add_gate_args
+from pass_fairseq.models.transformer_pass_pruned import add_pruned_args
 from pass_fairseq.optim.pass_adam import PassAdamConfig
-from pass_fairseq.tasks.translation_pass import TranslationPassConfig
+from pass_fairseq.tasks.pass_schedule import PassScheduleConfig
 
 
 def _plugin_actions(add) -> List[argparse.Action]:
@@ -24,13 +24,16 @@ def _plugin_actions(add) -> List[argparse.Action]:
     return [a for a in parser._actions if any(s.startswith("--pass-") for s in a.option_strings)]
 
 
+#: (group title, what adds the group's flags); translation and language models share them
 SOURCES = [
-    ("model --arch transformer_pass / transformer_pass_iwslt", TransformerPassModel.add_args),
-    ("model --arch transformer_pass_pruned (written by pass-prune-checkpoint)",
-     TransformerPassPrunedModel.add_args),
-    ("task --task translation_pass", lambda p: gen_parser_from_dataclass(p, TranslationPassConfig())),
-    ("criterion --criterion pass_label_smoothed_cross_entropy",
-     lambda p: gen_parser_from_dataclass(p, PassLabelSmoothedCrossEntropyCriterionConfig())),
+    ("model --arch transformer_pass / transformer_pass_iwslt / transformer_lm_pass / transformer_lm_pass_gpt2_tiny",
+     add_gate_args),
+    ("model --arch transformer_pass_pruned / transformer_lm_pass_pruned (written by pass-prune-checkpoint)",
+     add_pruned_args),
+    ("task --task translation_pass / language_modeling_pass",
+     lambda p: gen_parser_from_dataclass(p, PassScheduleConfig())),
+    ("criterion --criterion pass_label_smoothed_cross_entropy / pass_cross_entropy",
+     lambda p: gen_parser_from_dataclass(p, PassRegularizerConfig())),
     ("optimizer --optimizer pass_adam", lambda p: gen_parser_from_dataclass(p, PassAdamConfig())),
 ]
 

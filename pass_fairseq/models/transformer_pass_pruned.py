@@ -2,7 +2,8 @@
 
 Written by ``pass-prune-checkpoint --format pruned``. The kept heads of every
 attention module live in the model config (``pass_pruned_heads``, JSON: module name ->
-original head indices), so fairseq rebuilds the right shapes before loading the weights.
+original head indices), so fairseq rebuilds the right shapes before loading the weights
+(:class:`PrunedModelMixin`, shared with the language model ``transformer_lm_pass_pruned``).
 A module left with no head is skipped: it returns its out_proj bias, the constant the
 full module would add once all its heads are closed.
 
@@ -133,21 +134,21 @@ def parse_pruned_heads(text) -> Dict[str, List[int]]:
              " write checkpoints with pass-prune-checkpoint")
 
 
-@register_model("transformer_pass_pruned")
-class TransformerPassPrunedModel(TransformerModel):
-    """Transformer with attention heads physically removed (see module docstring)."""
+def add_pruned_args(parser) -> None:
+    """The flag every pruned architecture takes."""
+    parser.add_argument("--pass-pruned-heads", metavar="JSON",
+                        help="kept heads of every attention module, as written by"
+                             " pass-prune-checkpoint (JSON: module name -> original head indices)")
 
-    @classmethod
-    def add_args(cls, parser):
-        super().add_args(parser)
-        parser.add_argument("--pass-pruned-heads", metavar="JSON",
-                            help="kept heads of every attention module, as written by"
-                                 " pass-prune-checkpoint (JSON: module name -> original head indices)")
+
+class PrunedModelMixin:
+    """A fairseq model whose attention modules hold only the heads listed in its config
+    (``pass_pruned_heads``); put it before the stock model class in the bases."""
 
     @classmethod
     def build_model(cls, args, task):
         if not getattr(args, "pass_pruned_heads", None):
-            fail("transformer_pass_pruned needs pass_pruned_heads in its config;"
+            fail(f"{getattr(args, 'arch', cls.__name__)} needs pass_pruned_heads in its config;"
                  " make the checkpoint with pass-prune-checkpoint --format pruned")
         kept = parse_pruned_heads(args.pass_pruned_heads)
         model = super().build_model(args, task)
@@ -165,15 +166,25 @@ class TransformerPassPrunedModel(TransformerModel):
             mha = self.get_submodule(name)
             setattr(self.get_submodule(parent), attr, PrunedMultiheadAttention.from_attention(mha, kept[name]))
 
+    def pruned_attentions(self) -> List[Tuple[str, PrunedMultiheadAttention]]:
+        return [(n, m) for n, m in self.named_modules() if isinstance(m, PrunedMultiheadAttention)]
+
+
+@register_model("transformer_pass_pruned")
+class TransformerPassPrunedModel(PrunedModelMixin, TransformerModel):
+    """Transformer with attention heads physically removed (see module docstring)."""
+
+    @classmethod
+    def add_args(cls, parser):
+        super().add_args(parser)
+        add_pruned_args(parser)
+
     def prepare_for_inference_(self, cfg):
         """As fairseq-generate prepares a model; --print-alignment needs the alignment
         layer's attention, which a skipped module no longer has."""
         super().prepare_for_inference_(cfg)
         if getattr(cfg.generation, "print_alignment", False):
             check_alignment_heads(self.decoder.layers[-1].encoder_attn, "pruned")
-
-    def pruned_attentions(self) -> List[Tuple[str, PrunedMultiheadAttention]]:
-        return [(n, m) for n, m in self.named_modules() if isinstance(m, PrunedMultiheadAttention)]
 
 
 @register_model_architecture("transformer_pass_pruned", "transformer_pass_pruned")
