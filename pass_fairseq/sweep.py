@@ -371,6 +371,7 @@ def prune_and_score(sweep: Sweep, spec: RunSpec, selected: str, how: str, work: 
     """Prune ``selected`` with ``pass-prune-checkpoint`` (``how``: ``heads``, the K largest
     log_alpha, or ``gates``, its own kept heads: z > 0.5, as the gate report counts them, so
     that non-binary gates are allowed) and score the pruned model."""
+    os.makedirs(work, exist_ok=True)
     pruned = os.path.join(work, "pruned.pt")
     which = ["--heads", str(spec.heads)] if how == "heads" else ["--threshold", str(KEPT_THRESHOLD)]
     cmd = [tool("pass-prune-checkpoint"), selected, pruned, *which]

@@ -5,6 +5,7 @@ import json
 import os
 
 import pytest
+import torch
 
 from pass_fairseq.commands import JobError
 from pass_fairseq.results_table import plot, summary_rows, write_table
@@ -232,3 +233,22 @@ def test_rebench_times_the_finished_pruned_runs_again_and_keeps_their_scores(tmp
     with open(sweep.result_path(runs["pass-k16-s1"])) as f:
         assert json.load(f) == {"finetune": "pass-k16-s1", "selected": "checkpoint_best.pt", "bench": {"speedup": 1.3},
                                 "test": {"sacrebleu": 15.0}}
+
+
+def test_prune_and_score_prunes_to_k_or_to_the_own_heads_into_a_new_folder(tmp_path, monkeypatch):
+    """The real pass-prune-checkpoint on a gated checkpoint with non-binary gates: its own
+    heads are z > 0.5 (7 here), or the K largest log_alpha; scoring is left out."""
+    import pass_fairseq.sweep as sweep_module
+    from pruning_fixtures import build_gated, checkpoint_state, make_data
+
+    cfg, _, model = build_gated(make_data(str(tmp_path / "toy")))
+    ckpt = str(tmp_path / "gated.pt")
+    torch.save(checkpoint_state(cfg, model), ckpt)
+    monkeypatch.setattr(sweep_module, "score", lambda sweep, checkpoint, work: {"scored": os.path.basename(checkpoint)})
+    sweep = Sweep.load(write_config(tmp_path))
+    spec = next(r for r in sweep.runs if r.name == "pass-k8-s1")
+    own = sweep_module.prune_and_score(sweep, spec, ckpt, "gates", str(tmp_path / "new" / "own"))
+    assert own == {"scored": "pruned.pt", "kept_heads": 7, "modules_active": 3}
+    assert os.path.isfile(tmp_path / "new" / "own" / "pruned.pt")
+    cut = sweep_module.prune_and_score(sweep, spec, ckpt, "heads", str(tmp_path / "new" / "cut"))
+    assert cut["kept_heads"] == 8
