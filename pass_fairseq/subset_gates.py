@@ -172,7 +172,8 @@ class SubsetGroup:
         if self.relaxation == "straight-through":
             return straight_through_top_k(w.float(), self.k)
         if self.temperature is None:
-            raise RuntimeError("the soft top-K needs a temperature: the translation_pass task sets it")
+            raise RuntimeError("the soft top-K needs a temperature: the PASS tasks (translation_pass,"
+                               " language_modeling_pass) set it")
         return soft_top_k(w.double() + gumbel_noise(w.shape, w.device), self.k, self.temperature).float()
 
     @contextlib.contextmanager
