@@ -17,14 +17,14 @@ import torch
 
 from pass_fairseq import distributed
 from pass_fairseq.gates import HardConcrete
-from pass_fairseq.tasks import translation_pass
+from pass_fairseq.tasks import pass_schedule, translation_pass
 
 
 def main() -> None:
     out = os.path.join(os.environ["PASS_PROBE_DIR"], f"rank{os.environ['RANK']}.pt")
     record = {"epochs": {}}
     task = translation_pass.TranslationPassTask
-    begin_epoch, reopen_gates, sample_reopen = task.begin_epoch, task.reopen_gates, translation_pass.sample_reopen
+    begin_epoch, reopen_gates, sample_reopen = task.begin_epoch, task.reopen_gates, pass_schedule.sample_reopen
 
     def observed_begin_epoch(self, epoch, model):
         record["model"] = model
@@ -53,7 +53,7 @@ def main() -> None:
 
     task.begin_epoch, task.reopen_gates = observed_begin_epoch, observed_reopen_gates
     HardConcrete.sample = observed_sample
-    translation_pass.sample_reopen = observed_sample_reopen
+    pass_schedule.sample_reopen = observed_sample_reopen  # the schedule every PASS task shares
     distributed.train_rank(sys.argv[1:])
     record["state"] = {k: v.detach().clone() for k, v in record.pop("model").state_dict().items()}
     torch.save(record, out)
