@@ -139,3 +139,4 @@ def test_summary_on_made_up_timings():
     assert pruned["ideal_attn_speedup"] == 4.0  # 4 / 1
     assert pruned["ideal_speedup"] == round(10 / 7, 3) == 1.429
     assert pruned["time_over_ideal"] == round(7.5 / 7, 3) == 1.071
+    assert (base["spread"], pruned["spread"]) == (0.2, round(1.0 / 7.5, 3))  # (max - min) / median

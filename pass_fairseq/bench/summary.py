@@ -9,7 +9,10 @@ key/value cache), T_noattn the time of the model whose attention modules are all
   its attention part alone, sum_m A_unpruned[m] * kept[m] / heads[m], is the ideal
   attention time (what the mask allows: a decoder head costs more than an encoder head);
 * ideal attention speed-up = A_unpruned / ideal attention time; ideal speed-up =
-  T_unpruned / ideal; time / ideal = T / ideal (1 is ideal; above 1, the overhead left).
+  T_unpruned / ideal; time / ideal = T / ideal (1 is ideal; above 1, the overhead left);
+* repeat spread = (max - min) / median of a model's end-to-end times over the repeats: how
+  far single repeats of the same model scatter on this machine, the scale below which
+  differences between rows are noise.
 
 The table reports ratios (speed-ups, time over ideal) and throughputs; never single
 absolute times, except in the cost model (:func:`cost_model`): per module kind, the
@@ -29,7 +32,7 @@ COLUMNS = [
     ("file_MB", "file MB"), ("sent_per_s", "sent/s"), ("tok_per_s", "tok/s"), ("speedup", "speed-up"),
     ("attn_speedup", "attention speed-up"), ("attn_share", "attention share"),
     ("ideal_attn_speedup", "ideal attention speed-up"), ("ideal_speedup", "ideal speed-up"),
-    ("time_over_ideal", "time / ideal"),
+    ("time_over_ideal", "time / ideal"), ("spread", "repeat spread"),
 ]
 
 
@@ -87,6 +90,7 @@ def summarize(timings: List[ModelTiming], heads: Dict[str, int], sentences: int)
             "ideal_attn_speedup": "",
             "ideal_speedup": "",
             "time_over_ideal": "",
+            "spread": round((max(timing.e2e) - min(timing.e2e)) / t, 3),
         }
         if timing.kind == "pruned":
             ideal_attn = sum(a_base_mod.get(m, 0.0) * kept[m] / n for m, n in heads.items())
