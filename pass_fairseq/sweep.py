@@ -41,6 +41,10 @@ kept count (z > 0.5) is the smallest at or above K. ``"tries_from": "<method>"``
 entry's tries and choice (an ablation uses the settings its method was tuned to). A run whose
 flags do not depend on K (no ``{K}``, no ``prepare``) shares one fine-tune across the K's.
 ``"score_own_mask": true`` (Voita) also scores each tuning run pruned to its own kept heads.
+
+``"strongest_baseline": {"among": ["dsp", ...], "heads": 16, "seeds": [2, 3]}``: once every
+listed method's first-seed run at that K has finished, the one with the best valid sacreBLEU
+is run again with ``seeds`` (:meth:`Sweep.all_runs`; a running sweep picks them up).
 """
 import csv
 import json
@@ -56,7 +60,7 @@ from pass_fairseq.checkpoints import load_checkpoint
 from pass_fairseq.commands import JobError, check, run, tool, write_json
 from pass_fairseq.gate_report import gate_report
 from pass_fairseq.gates import KEPT_THRESHOLD
-from pass_fairseq.sweep_tuning import CHOICES, choose_try
+from pass_fairseq.sweep_tuning import CHOICES, choose_try, strongest
 from pass_fairseq.train_logs import valid_curve
 
 #: the base model's topology, the demo's and the sweep's: transformer_iwslt_de_en (6+6 layers,
@@ -138,6 +142,10 @@ class Sweep:
     finetune: Dict
     bench: Dict
     runs: List[RunSpec] = field(default_factory=list)
+    #: {"among": [methods], "heads": K, "seeds": [extra seeds]} or None
+    strongest: Optional[Dict] = None
+    #: method -> its config entry
+    entries: Dict[str, Dict] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str) -> "Sweep":
@@ -170,8 +178,40 @@ class Sweep:
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise JobError(f"{path}: runs listed twice: {', '.join(duplicates)}")
+        best = raw.get("strongest_baseline")
+        if best:
+            k = best["heads"]
+            missing = [m for m in best["among"] if k not in by_method.get(m, {}).get("heads", [])]
+            if missing:
+                raise JobError(f"{path}: strongest_baseline: no run of {', '.join(missing)} at K = {k}")
+            clash = sorted(r.name for r in runs if r.method in best["among"] and r.heads == k and r.seed in best["seeds"])
+            if clash:
+                raise JobError(f"{path}: strongest_baseline: its seeds are listed already: {', '.join(clash)}")
         return cls(raw["corpus"], raw["workdir"], raw["results"], raw["base"], raw["finetune"],
-                   raw.get("bench", {}), runs)
+                   raw.get("bench", {}), runs, best, by_method)
+
+    def strongest_baseline(self) -> Optional[str]:
+        """Among ``strongest_baseline``'s methods, the one whose first-seed run at its K has the
+        best valid sacreBLEU; None until all of those runs have finished (or none is configured)."""
+        if not self.strongest:
+            return None
+        results = {}
+        for method in self.strongest["among"]:
+            spec = next(r for r in self.runs if r.method == method and r.heads == self.strongest["heads"]
+                        and not r.tuning)
+            if not os.path.isfile(self.result_path(spec)):
+                return None
+            with open(self.result_path(spec), encoding="utf-8") as f:
+                results[method] = json.load(f)
+        return strongest(results)
+
+    def all_runs(self) -> List[RunSpec]:
+        """``runs`` and, once it is decided, the strongest baseline's runs with more seeds."""
+        method = self.strongest_baseline()
+        if method is None:
+            return list(self.runs)
+        k = self.strongest["heads"]
+        return self.runs + [_run_spec(self.entries[method], k, seed) for seed in self.strongest["seeds"]]
 
     # ---- paths ----------------------------------------------------------------------
     @property
@@ -307,7 +347,8 @@ def prepare_mask(sweep: Sweep, spec: RunSpec) -> str:
     out_dir = os.path.join(sweep.workdir, "masks", f"{spec.method}-s{spec.seed}")
     path = os.path.join(out_dir, f"{spec.prepare}_k{spec.heads}.pt")
     if not os.path.isfile(path):
-        ks = sorted({r.heads for r in sweep.runs if r.method == spec.method and r.seed == spec.seed}, reverse=True)
+        ks = sorted({r.heads for r in sweep.all_runs() if r.method == spec.method and r.seed == spec.seed},
+                    reverse=True)
         os.makedirs(out_dir, exist_ok=True)
         cmd = [tool("pass-michel-prune"), sweep.data_bin, sweep.base_checkpoint, "--heads", ",".join(map(str, ks)),
                "--save-dir", out_dir, "--seed", str(spec.seed), "--cpu",
@@ -392,33 +433,51 @@ def score(sweep: Sweep, checkpoint: str, work: str) -> dict:
 
 
 def run_sweep(sweep: Sweep, only: Optional[List[str]] = None) -> int:
-    """Run every unfinished run (or those whose method is in ``only``); returns how many failed."""
-    todo = [s for s in sweep.runs if not os.path.isfile(sweep.result_path(s))
-            and (not only or s.method in only)]
-    print(f"sweep: {len(sweep.runs)} runs, {len(sweep.runs) - len(todo)} finished, {len(todo)} to do", flush=True)
+    """Run every unfinished run (or those whose method is in ``only``), each once, including
+    runs that finished runs add (the strongest baseline's seeds); returns how many failed."""
+    attempted = set()
+
+    def pending() -> List[RunSpec]:
+        return [s for s in sweep.all_runs() if s.name not in attempted and not os.path.isfile(sweep.result_path(s))
+                and (not only or s.method in only)]
+
+    todo = pending()
+    total = len(sweep.all_runs())
+    print(f"sweep: {total} runs, {total - len(todo)} finished, {len(todo)} to do", flush=True)
+    if sweep.strongest and sweep.strongest_baseline() is None:
+        print(f"sweep: the strongest of {', '.join(sweep.strongest['among'])} at K = {sweep.strongest['heads']} "
+              f"gets seeds {sweep.strongest['seeds']} once their runs there have finished", flush=True)
     if not todo:
         return 0
     ensure_base(sweep)
     write_base_curve(sweep)
     data = shard_data(sweep)
     failed = 0
-    for i, spec in enumerate(todo, 1):
-        print(f"\n=== sweep run {i}/{len(todo)}: {spec.name} ===", flush=True)
-        try:
-            if spec.tries and not spec.tuning:
-                spec = resolve_try(sweep, spec)
-                if spec is None:
-                    failed += 1
-                    continue
-            result = reuse_tuning_run(sweep, spec) or run_one(sweep, spec, data)
-        except JobError as e:
-            print(f"sweep: {spec.name} failed: {e}", file=sys.stderr, flush=True)
-            failed += 1
-            continue
-        write_json(sweep.result_path(spec), result, indent=1)
-        print(f"sweep: {spec.name}: test sacreBLEU {result['test']['sacrebleu']}, {result['kept_heads']} heads",
-              flush=True)
+    while todo:
+        spec = todo[0]
+        attempted.add(spec.name)
+        print(f"\n=== sweep run {len(attempted)} ({len(todo) - 1} more to do): {spec.name} ===", flush=True)
+        failed += not _run_and_record(sweep, spec, data)
+        todo = pending()
     return failed
+
+
+def _run_and_record(sweep: Sweep, spec: RunSpec, data: str) -> bool:
+    """Run ``spec`` (its try chosen first) and write its result file; False when it failed or
+    waits for its tuning runs (said on stderr)."""
+    try:
+        if spec.tries and not spec.tuning:
+            spec = resolve_try(sweep, spec)
+            if spec is None:
+                return False
+        result = reuse_tuning_run(sweep, spec) or run_one(sweep, spec, data)
+    except JobError as e:
+        print(f"sweep: {spec.name} failed: {e}", file=sys.stderr, flush=True)
+        return False
+    write_json(sweep.result_path(spec), result, indent=1)
+    print(f"sweep: {spec.name}: test sacreBLEU {result['test']['sacrebleu']}, {result['kept_heads']} heads",
+          flush=True)
+    return True
 
 
 def rebench(sweep: Sweep) -> int:
@@ -426,7 +485,7 @@ def rebench(sweep: Sweep) -> int:
     then come from one machine state and one version of the decoding code. Returns how
     many runs were timed."""
     timed = 0
-    for spec in sweep.runs:
+    for spec in sweep.all_runs():
         path = sweep.result_path(spec)
         if not spec.prune or not os.path.isfile(path):
             continue

@@ -1,4 +1,5 @@
-"""How the sweep chooses a method's setting among its tuning tries (pure: results in, name out).
+"""How the sweep chooses on the validation set (pure: results in, name out): a method's
+setting among its tuning tries, and the strongest baseline that gets more seeds.
 
 Every method gets the same small budget of tries at the first K of the sweep (K = 16), scored
 on the validation set only; the test set never chooses anything.
@@ -9,6 +10,9 @@ on the validation set only; the test set never chooses anything.
   is the smallest at or above K, so that cutting it to exactly K (the K largest log_alpha)
   removes the fewest heads it kept; when no try keeps K heads, the one keeping the most.
   Ties go to the better valid sacreBLEU.
+
+The strongest baseline (:func:`strongest`): among the configured baselines' runs at one K,
+the method with the best valid sacreBLEU; the sweep then runs it with more seeds.
 """
 from typing import Dict
 
@@ -32,3 +36,10 @@ def choose_try(results: Dict[str, dict], choose: str, heads: int) -> str:
             return min(enough, key=lambda t: (counts[t], -_valid(results[t])))
         return max(results, key=lambda t: (counts[t], _valid(results[t])))
     raise ValueError(f"choose: {choose!r} is not one of {', '.join(CHOICES)}")
+
+
+def strongest(results: Dict[str, dict]) -> str:
+    """The method with the best valid sacreBLEU among ``results`` (method -> its run's result)."""
+    if not results:
+        raise ValueError("no runs to choose the strongest baseline from")
+    return max(results, key=lambda m: _valid(results[m]))

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from pass_fairseq.commands import JobError
+from pass_fairseq.commands import JobError, write_json
 from pass_fairseq.results_table import plot, summary_rows, write_table
 from pass_fairseq.sweep import Sweep
 
@@ -252,3 +252,52 @@ def test_prune_and_score_prunes_to_k_or_to_the_own_heads_into_a_new_folder(tmp_p
     assert os.path.isfile(tmp_path / "new" / "own" / "pruned.pt")
     cut = sweep_module.prune_and_score(sweep, spec, ckpt, "heads", str(tmp_path / "new" / "cut"))
     assert cut["kept_heads"] == 8
+
+
+STRONGEST = dict(CONFIG, runs=CONFIG["runs"] + [
+    {"method": "dsp", "heads": [16, 8], "flags": ["--pass-method", "dsp"]},
+    {"method": "ste", "heads": [16], "flags": ["--pass-method", "ste"]},
+], strongest_baseline={"among": ["dsp", "ste"], "heads": 16, "seeds": [2, 3]})
+
+
+def _finished(sweep, name, valid):
+    spec = next(r for r in sweep.all_runs() if r.name == name)
+    write_json(sweep.result_path(spec), {"method": spec.method, "heads": spec.heads, "seed": spec.seed,
+                                          "valid": {"sacrebleu": valid}, "test": {"sacrebleu": valid},
+                                          "kept_heads": spec.heads})
+
+
+def test_the_strongest_baseline_on_valid_gets_more_seeds_once_its_rivals_have_finished(tmp_path, monkeypatch):
+    import pass_fairseq.sweep as sweep_module
+
+    monkeypatch.chdir(tmp_path)
+    sweep = Sweep.load(write_config(tmp_path, STRONGEST))
+    assert sweep.all_runs() == sweep.runs and sweep.strongest_baseline() is None
+    for name in ("control-k72-s1", "pass-k16-s1", "pass-k16-s2", "pass-k8-s1", "pass-k8-s2", "dsp-k16-s1"):
+        _finished(sweep, name, 14.0)
+    assert sweep.strongest_baseline() is None  # ste has not run yet
+
+    done = []
+
+    def fake_run(sw, spec, data):  # ste scores better on valid than dsp
+        done.append(spec.name)
+        valid = {"ste": 15.0, "dsp": 14.0}.get(spec.method, 1.0)
+        return {"valid": {"sacrebleu": valid}, "test": {"sacrebleu": valid}, "kept_heads": spec.heads}
+
+    for name in ("ensure_base", "write_base_curve"):
+        monkeypatch.setattr(sweep_module, name, lambda sw: None)
+    monkeypatch.setattr(sweep_module, "shard_data", lambda sw: "data")
+    monkeypatch.setattr(sweep_module, "run_one", fake_run)
+    assert sweep_module.run_sweep(sweep) == 0
+    assert done == ["ste-k16-s1", "dsp-k8-s1", "ste-k16-s2", "ste-k16-s3"]  # the seeds picked up while running
+    assert sweep.strongest_baseline() == "ste"
+    assert [r.name for r in sweep.all_runs()][-2:] == ["ste-k16-s2", "ste-k16-s3"]
+
+
+def test_bad_strongest_baseline_config_is_refused(tmp_path):
+    bad = dict(STRONGEST, strongest_baseline={"among": ["dsp", "random"], "heads": 16, "seeds": [2]})
+    with pytest.raises(JobError, match="no run of random at K = 16"):
+        Sweep.load(write_config(tmp_path, bad))
+    bad = dict(STRONGEST, strongest_baseline={"among": ["dsp"], "heads": 16, "seeds": [1, 2]})
+    with pytest.raises(JobError, match="listed already: dsp-k16-s1"):
+        Sweep.load(write_config(tmp_path, bad))

@@ -48,15 +48,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         fail(f"{args.config}: not a valid sweep config ({type(e).__name__}: {e})")
     except JobError as e:
         fail(str(e))
-    names = {s.name: s for s in sweep.runs}
+    names = {s.name: s for s in sweep.all_runs()}
     for name in args.redo:
         if name not in names:
             fail(f"--redo {name}: no such run in {args.config} (see --list)")
         forget_run(sweep, names[name])
     if args.list:
-        for spec in sweep.runs:
+        for spec in sweep.all_runs():
             done = "finished" if os.path.isfile(sweep.result_path(spec)) else "to do"
             print(f"{spec.name:<28} {done}")
+        if sweep.strongest and sweep.strongest_baseline() is None:
+            print(f"(then the strongest of {', '.join(sweep.strongest['among'])} at K = {sweep.strongest['heads']} "
+                  f"with seeds {sweep.strongest['seeds']})")
         return 0
     failed = 0
     if args.rebench:
@@ -66,7 +69,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             fail(str(e), code=1)
     elif not args.table:
         methods = [m for m in (args.only or "").split(",") if m]
-        unknown = sorted(set(methods) - {s.method for s in sweep.runs})
+        unknown = sorted(set(methods) - {s.method for s in sweep.all_runs()})
         if unknown:
             fail(f"--only {','.join(unknown)}: no such method in {args.config}")
         try:
