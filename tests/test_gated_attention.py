@@ -62,6 +62,22 @@ def test_closed_gate_removes_exactly_that_head():
     assert not torch.allclose(gated(x, x, x, need_weights=False)[0], ref, atol=1e-3)
 
 
+@torch.no_grad()
+def test_evaluation_after_an_optimizer_update_uses_the_new_weights():
+    """fairseq's optimizers write through ``.data`` (no version bump) between ``train()`` and
+    the next ``eval()``: the weights prepared for evaluation must not outlive the update."""
+    _, gated = _pair(self_attention=True)
+    x = torch.randn(T, B, E)
+    before = gated(x, x, x)[0]
+    gated.train()
+    gated.q_proj.weight.data.add_(0.5)  # as fairseq's Adam steps
+    gated.eval()
+    after = gated(x, x, x)[0]
+    with torch.enable_grad():  # evaluation with gradients: the module's own parameters
+        ref = gated(x, x, x)[0]
+    assert not torch.allclose(after, before, atol=1e-3) and torch.allclose(after, ref, atol=1e-5)
+
+
 def test_partial_gate_scales_head_output():
     stock, gated = _pair(self_attention=True)
     with torch.no_grad():

@@ -181,6 +181,22 @@ def test_concentrator_term_only_inside_its_window(toy_data):
         assert conc > 1.0 and extra == pytest.approx(0.1 * 3.0 * conc, rel=1e-5)  # lambda * lambda_c * R_conc
 
 
+def test_a_concentrator_window_that_never_opens_is_refused(toy_data, capsys):
+    with pytest.raises(SystemExit) as e:  # default end: --max-epoch // 2 = 2, before epoch 3
+        build(toy_data, "--pass-concentrator", "--pass-conc-start-epoch", "3", "--max-epoch", "5")
+    assert e.value.code == 2 and "--pass-conc-end-epoch" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--pass-beta", "0"], "--pass-beta"), (["--pass-gate-init", "foo"], "--pass-gate-init"),
+    (["--pass-clip-min", "3", "--pass-clip-max", "-3"], "--pass-clip-min")])
+def test_bad_gate_flags_are_one_line_errors(toy_data, capsys, flags, says):
+    with pytest.raises(SystemExit) as e:
+        build(toy_data, *flags)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and says in err and "Traceback" not in err
+
+
 def test_concentrator_weight_counts_only_heads_that_reach_the_output(toy_data):
     """A module whose best head sits at log_alpha -7 (deterministic gate 0) is closed: it no
     longer drags lambda_c down to ~2 (the bound of an almost closed module is about 2)."""

@@ -38,9 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pass-bench-inference",
                                 description="Inference benchmark of unpruned, gated and pruned models,"
                                             " side by side in one run.")
-    p.add_argument("checkpoint", help="gated (transformer_pass) checkpoint")
+    p.add_argument("checkpoint", help="gated checkpoint (transformer_pass or transformer_lm_pass)")
     p.add_argument("--data", help="data-bin directory (default: the one in the checkpoint's config)")
-    p.add_argument("--subset", default="test", help="split to translate (default test)")
+    p.add_argument("--subset", default="test", help="split to translate, or whose sentences give a language model its prompts (default test)")
     p.add_argument("--sentences", default="256",
                    help="first N sentences of the split; one value per --batch-size, or one for all (default 256)")
     p.add_argument("--batch-size", default="64",

@@ -134,6 +134,9 @@ class PassRegularizerMixin:
         self.conc_end = cfg.pass_conc_end_epoch
         if self.conc_end is None:
             self.conc_end = cfg.max_epoch // 2 if cfg.max_epoch else math.inf
+        if self.concentrator and self.conc_start > self.conc_end:
+            fail(f"the concentrator would never run: --pass-conc-start-epoch {self.conc_start} is after its end,"
+                 f" epoch {self.conc_end} (--pass-conc-end-epoch, default --max-epoch // 2): set both")
         self.reg_scaling = str(cfg.pass_reg_scaling)
         self.update_freq = list(cfg.update_freq)
         self.world_size = max(1, cfg.distributed_world_size)

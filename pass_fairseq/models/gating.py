@@ -67,12 +67,21 @@ def pass_gate_defaults(args, preset=None):
     gate type and training noise of ``--pass-method``. fairseq-train hands a legacy model
     every flag of the command line (criterion's included), and a checkpoint keeps them, so
     fairseq-generate rebuilds the same gates."""
-    args.pass_beta = getattr(args, "pass_beta", None) or BETA
+    beta = getattr(args, "pass_beta", None)
+    args.pass_beta = BETA if beta is None else beta
+    if args.pass_beta <= 0:
+        fail(f"--pass-beta is the Hard Concrete temperature and must be above 0, got {args.pass_beta}")
     args.pass_gate_init = getattr(args, "pass_gate_init", None) or "xavier"
+    try:
+        _parse_init(args.pass_gate_init)
+    except ValueError:
+        fail(f"--pass-gate-init takes xavier or a number (the initial log_alpha), got {args.pass_gate_init!r}")
     if getattr(args, "pass_missing_gate_init", None) is None:
         args.pass_missing_gate_init = MISSING_GATE_INIT
     args.pass_clip_min = preset_value(preset, "clip_min", getattr(args, "pass_clip_min", None))
     args.pass_clip_max = preset_value(preset, "clip_max", getattr(args, "pass_clip_max", None))
+    if args.pass_clip_min is not None and args.pass_clip_max is not None and args.pass_clip_min >= args.pass_clip_max:
+        fail(f"--pass-clip-min {args.pass_clip_min} must be below --pass-clip-max {args.pass_clip_max}")
     args.pass_method = str(getattr(args, "pass_method", None) or "pass")
     run = method(args.pass_method)
     gate_type = getattr(args, "pass_gate_type", None) or run.gate_type or "hard-concrete"

@@ -73,8 +73,18 @@ class HeadAttentionMixin:
         """Tensors besides the projections that :meth:`eval_head_scale` reads."""
         return []
 
+    def train(self, mode: bool = True):
+        """Leaving evaluation drops the prepared weights: fairseq's optimizers update the
+        parameters through ``.data``, which the version key of :meth:`eval_weights` does not
+        see, so weights prepared before an update must not survive it (fairseq calls
+        ``model.train()`` before every update and ``model.eval()`` before validation)."""
+        if mode:
+            self._eval_cache = None
+        return super().train(mode)
+
     def eval_weights(self) -> EvalWeights:
-        """The evaluation weights, rebuilt only when a weight (or gate) changed."""
+        """The evaluation weights, rebuilt when a weight (or gate) changed in place since they
+        were prepared, or after training (:meth:`train`)."""
         projections = [self.q_proj, self.k_proj, self.v_proj, self.out_proj]
         key = version_key([t for m in projections for t in (m.weight, m.bias)] + self.eval_dependencies())
         if self._eval_cache is None or self._eval_cache[0] != key:
