@@ -195,15 +195,10 @@ class Sweep:
         best valid sacreBLEU; None until all of those runs have finished (or none is configured)."""
         if not self.strongest:
             return None
-        results = {}
-        for method in self.strongest["among"]:
-            spec = next(r for r in self.runs if r.method == method and r.heads == self.strongest["heads"]
-                        and not r.tuning)
-            if not os.path.isfile(self.result_path(spec)):
-                return None
-            with open(self.result_path(spec), encoding="utf-8") as f:
-                results[method] = json.load(f)
-        return strongest(results)
+        firsts = [next(r for r in self.runs if r.method == m and r.heads == self.strongest["heads"] and not r.tuning)
+                  for m in self.strongest["among"]]
+        results = self.finished_results(firsts)
+        return None if results is None else strongest({r.method: res for r, res in zip(firsts, results)})
 
     def all_runs(self) -> List[RunSpec]:
         """``runs`` and, once it is decided, the strongest baseline's runs with more seeds."""
@@ -235,13 +230,19 @@ class Sweep:
         """The finished tuning runs that choose ``spec``'s try (try name -> result), or None
         while one of them has not finished."""
         tuning = [r for r in self.runs if r.tuning and r.method == spec.tuning_method]
-        if not all(os.path.isfile(self.result_path(r)) for r in tuning):
+        results = self.finished_results(tuning)
+        return None if results is None else {r.try_name: res for r, res in zip(tuning, results)}
+
+    def finished_results(self, specs: List[RunSpec]) -> Optional[List[dict]]:
+        """The result files of ``specs``, in order, or None while one of them has not finished."""
+        if not all(os.path.isfile(self.result_path(r)) for r in specs):
             return None
-        out = {}
-        for r in tuning:
-            with open(self.result_path(r), encoding="utf-8") as f:
-                out[r.try_name] = json.load(f)
-        return out
+        return [self.result(r) for r in specs]
+
+    def result(self, spec: RunSpec) -> dict:
+        """A finished run's result file."""
+        with open(self.result_path(spec), encoding="utf-8") as f:
+            return json.load(f)
 
     # ---- commands -------------------------------------------------------------------
     def base_command(self) -> List[str]:
@@ -489,8 +490,7 @@ def rebench(sweep: Sweep) -> int:
         path = sweep.result_path(spec)
         if not spec.prune or not os.path.isfile(path):
             continue
-        with open(path, encoding="utf-8") as f:
-            result = json.load(f)
+        result = sweep.result(spec)
         selected = os.path.join(sweep.workdir, "finetunes", result["finetune"], result["selected"])
         print(f"sweep: timing {spec.name} again ({selected})", flush=True)
         result["bench"] = bench_ratios(sweep, selected, spec.heads, os.path.join(sweep.run_dir(spec), "bench"))
@@ -517,8 +517,7 @@ def reuse_tuning_run(sweep: Sweep, spec: RunSpec) -> Optional[dict]:
     for r in sweep.runs:
         if (r.tuning and r.method == spec.method and r.try_name == spec.try_name
                 and (r.heads, r.seed) == (spec.heads, spec.seed) and os.path.isfile(sweep.result_path(r))):
-            with open(sweep.result_path(r), encoding="utf-8") as f:
-                return dict(json.load(f), tuning=False, reused=r.name)
+            return dict(sweep.result(r), tuning=False, reused=r.name)
     return None
 
 
