@@ -23,6 +23,7 @@ from typing import List, Sequence
 import numpy as np
 
 import pass_fairseq
+from pass_fairseq.bench.summary import repeat_spread
 
 PLUGIN_DIR = os.path.dirname(os.path.abspath(pass_fairseq.__file__))
 
@@ -110,5 +111,5 @@ def summarize(labels: Sequence[str], seconds: Sequence[List[float]], updates: in
         t = median(secs)
         rows.append({"model": label, "ms_per_update": round(1000 * t / updates, 2),
                      "tok_per_s": round(tokens / t), "time_over_stock": round(t / reference, 3),
-                     "spread": round((max(secs) - min(secs)) / t, 3)})
+                     "spread": repeat_spread(secs)})
     return rows
