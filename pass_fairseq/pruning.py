@@ -28,6 +28,11 @@ MODEL_ONLY_KEYS = ("pass_epoch", "pass_lambda_steps", "pass_num_updates")
 PROJECTIONS = ("q_proj", "k_proj", "v_proj")
 
 
+def gate_only(key: str) -> bool:
+    """Whether a state-dict entry exists only in a gated model (a gate or a schedule buffer)."""
+    return key in MODEL_ONLY_KEYS or any(key.endswith(s) for s in GATE_ONLY_SUFFIXES)
+
+
 class PruningError(ValueError):
     """Bad input for pruning; the message is one line meant for the user."""
 
@@ -176,7 +181,7 @@ def prune_state_dict(
         replaced.update(fold_module(state_dict, prefix, kept[prefix], physical, z))
     result = {}
     for key, value in state_dict.items():
-        if key in MODEL_ONLY_KEYS or any(key.endswith(s) for s in GATE_ONLY_SUFFIXES):
+        if gate_only(key):
             continue
         result[key] = replaced.get(key, value)
     return result

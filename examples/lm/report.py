@@ -19,7 +19,6 @@ ROWS = [
     ("passconc-gated", "PASSCONC, gated", "passconc/checkpoint_best.pt", "passconc/gates.json", "passconc/train.log"),
     ("passconc-pruned", "PASSCONC, pruned", "passconc/pruned.pt", "passconc/gates.json", "passconc/train.log"),
 ]
-HEADS, MODULES = 16, 4
 _SCORE = re.compile(r"Loss \(base 2\): ([0-9.]+), Perplexity: ([0-9.]+)")
 _UPDATES = re.compile(r"num_updates (\d+)")
 
@@ -30,7 +29,9 @@ def read(path):
 
 
 def main(work, k):
-    lines = [f"# PASS on a decoder-only LM: K = {k} of {HEADS} heads", "",
+    size = json.loads(read(os.path.join(work, "pass", "gates.json")))  # the model's heads and modules
+    total_heads, total_modules = size["heads_total"], size["modules_total"]
+    lines = [f"# PASS on a decoder-only LM: K = {k} of {total_heads} heads", "",
              "| model | checkpoint | heads | attention modules active | updates of its run | test loss (bits/token)"
              " | test perplexity |", "|---|---|---|---|---|---|---|"]
     base_updates = None
@@ -42,12 +43,12 @@ def main(work, k):
             shown = f"{updates}"
         else:
             shown = f"{base_updates} + {updates}"
-        heads, modules = HEADS, MODULES
+        heads, modules = total_heads, total_modules
         if gates:
             report = json.loads(read(os.path.join(work, gates)))
             heads, modules = report["kept"], report["modules_active"]
             assert report["nonbinary"] == 0, gates
-        lines.append(f"| {label} | `{ckpt}` | {heads} | {modules} of {MODULES} | {shown} | {score[0]} | {score[1]} |")
+        lines.append(f"| {label} | `{ckpt}` | {heads} | {modules} of {total_modules} | {shown} | {score[0]} | {score[1]} |")
     for name in ("pass", "passconc"):
         report = json.loads(read(os.path.join(work, name, "gates.json")))
         kept = ", ".join(f"layer {m['name'].split('.')[2]}: {m['kept']}" for m in report["modules"])

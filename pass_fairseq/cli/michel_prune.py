@@ -26,7 +26,7 @@ from pass_fairseq.cli import parse_cli
 from pass_fairseq.errors import fail
 from pass_fairseq.gates import CLIP_MAX, CLIP_MIN
 from pass_fairseq.michel import head_importance, iterative_masks, random_masks, split_kept
-from pass_fairseq.pruning import GATE_ONLY_SUFFIXES, MODEL_ONLY_KEYS
+from pass_fairseq.pruning import gate_only
 
 #: models whose weights the gated model takes as they are
 SOURCE_MODELS = ("transformer", "transformer_pass")
@@ -78,8 +78,7 @@ def gated_model_args(model_cfg) -> argparse.Namespace:
 
 def without_gates(state_dict: dict) -> dict:
     """The weights without any gate entry or schedule buffer."""
-    return {k: v for k, v in state_dict.items()
-            if k not in MODEL_ONLY_KEYS and not any(k.endswith(s) for s in GATE_ONLY_SUFFIXES)}
+    return {k: v for k, v in state_dict.items() if not gate_only(k)}
 
 
 def held_in_batches(task, model, args) -> list:

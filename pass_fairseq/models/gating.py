@@ -28,9 +28,6 @@ from pass_fairseq.presets import preset_value
 from pass_fairseq.pruning import MODEL_ONLY_KEYS
 from pass_fairseq.subset_gates import SubsetGroup
 
-#: model-level buffers, zero in a stock checkpoint (the model-level entries pruning drops)
-SCHEDULE_BUFFERS = MODEL_ONLY_KEYS
-
 
 def add_gate_args(parser) -> None:
     """The gate flags every gated architecture takes."""
@@ -133,7 +130,7 @@ class GatedModelMixin:
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        for key in SCHEDULE_BUFFERS:
+        for key in MODEL_ONLY_KEYS:  # the schedule buffers, zero in a stock checkpoint
             self.register_buffer(key, torch.zeros((), dtype=torch.long))
         self.subset_group: Optional[SubsetGroup] = None
 
@@ -159,7 +156,7 @@ class GatedModelMixin:
         buffers: start them at zero."""
         super().upgrade_state_dict_named(state_dict, name)
         prefix = name + "." if name else ""
-        for key in SCHEDULE_BUFFERS:
+        for key in MODEL_ONLY_KEYS:  # the schedule buffers, zero in a stock checkpoint
             state_dict.setdefault(prefix + key, torch.zeros((), dtype=torch.long))
 
 
