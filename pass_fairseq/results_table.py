@@ -206,19 +206,30 @@ def _finish(plt, fig, ax, xlabel: str, title: str, path: str) -> str:
     return path
 
 
-def _gate_maps(plt, grids, path: str) -> str:
+def _gate_maps(plt, grids, path: str, columns: int = 4) -> str:
+    """Kept heads per attention module (rows: module kind, columns: layer), one panel per
+    method, ``columns`` panels a row."""
+    import math
+
     from pass_fairseq.gate_report import layer_grid
 
-    fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 2.6), squeeze=False)
-    for ax, (label, gates) in zip(axes[0], grids):
+    rows = math.ceil(len(grids) / columns)
+    cols = min(columns, len(grids))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.4 * rows), squeeze=False)
+    for ax in axes.flat[len(grids):]:
+        ax.axis("off")
+    for ax, (label, gates) in zip(axes.flat, grids):
         grid = layer_grid({"modules": gates["modules"]})
         data = list(grid.values())
-        ax.imshow(data, cmap="Blues", vmin=0, vmax=4, aspect="auto")
+        per_module = len(gates["modules"][0]["gates"])
+        ax.imshow(data, cmap="Blues", vmin=0, vmax=per_module, aspect="auto")
         for i, row in enumerate(data):
             for j, v in enumerate(row):
-                ax.text(j, i, str(v), ha="center", va="center", fontsize=7, color="white" if v > 2 else "black")
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
+                        color="white" if v > per_module / 2 else "black")
         ax.set_yticks(range(len(grid)), list(grid), fontsize=7)
         ax.set_xticks(range(len(data[0])), [str(i) for i in range(len(data[0]))], fontsize=7)
+        ax.set_xlabel("layer", fontsize=7)
         ax.set_title(f"{label}: {gates['kept']} heads, {gates['modules_active']} modules", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
