@@ -66,7 +66,8 @@ def _run(method, heads, seed, test, label=None, speedup=None, kept=None):
            "test": {"sacrebleu": test, "by_origin": {"ding_sentences": test - 5, "libreoffice": test + 5}},
            "finetune_seconds": 600.0, "updates": 541, "selected": "checkpoint_best.pt",
            "gates": {"kept": heads, "modules_active": 6, "modules": [
-               {"name": f"{side}.layers.{i}.{attn}", "kept": list(range(min(4, heads)))}
+               {"name": f"{side}.layers.{i}.{attn}", "kept": list(range(min(4, heads))),
+                "gates": [1.0 if h < heads else 0.0 for h in range(4)]}
                for side, attn in (("encoder", "self_attn"), ("decoder", "self_attn"), ("decoder", "encoder_attn"))
                for i in range(2)]}}
     if speedup:
