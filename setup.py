@@ -17,6 +17,7 @@ setup(
             "pass-inspect-gates = pass_fairseq.cli.inspect_gates:main",
             "pass-bench-inference = pass_fairseq.cli.bench_inference:main",
             "pass-bench-training = pass_fairseq.cli.bench_training:main",
+            "pass-profile-step = pass_fairseq.cli.profile_step:main",
             "pass-flags = pass_fairseq.cli.pass_flags:main",
             "pass-sweep = pass_fairseq.cli.sweep:main",
             "pass-michel-prune = pass_fairseq.cli.michel_prune:main",

@@ -1,6 +1,6 @@
 """The plugin's command-line tools, installed as console scripts by ``setup.py``
 (``pass-prune-checkpoint``, ``pass-inspect-gates``, ``pass-michel-prune``,
-``pass-bench-inference``, ``pass-bench-training``, ``pass-flags``, ``pass-sweep``,
+``pass-bench-inference``, ``pass-bench-training``, ``pass-profile-step``, ``pass-flags``, ``pass-sweep``,
 ``pass-train-distributed``); ``scripts/*.py`` are the same commands for a checkout without
 ``pip install``."""
 import argparse
@@ -24,3 +24,15 @@ def parse_cli(parser: argparse.ArgumentParser, argv: Optional[List[str]]) -> arg
     quiet_fairseq_logging()
     parser.error = lambda message: fail(message)
     return parser.parse_args(argv)
+
+
+def parse_int_list(text: str, flag: str) -> List[int]:
+    """A comma-separated list of positive integers (``64,1``) given to ``flag``; one-line
+    error otherwise."""
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        fail(f"{flag} {text}: give positive integers, comma-separated (e.g. 64,1)")
+    return values

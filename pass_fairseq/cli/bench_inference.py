@@ -29,7 +29,7 @@ from pass_fairseq.bench.tables import to_markdown, write_tables
 from pass_fairseq.bench.timing import Timer, time_decoding
 from pass_fairseq.bench.variants import load_models, module_heads, param_count, write_variants
 from pass_fairseq.checkpoints import load_checkpoint
-from pass_fairseq.cli import parse_cli
+from pass_fairseq.cli import parse_cli, parse_int_list
 from pass_fairseq.errors import fail
 from pass_fairseq.pruning import PruningError
 
@@ -81,22 +81,12 @@ def parse_options(args):
         fail("--repeats must be >= 1 and --warmup >= 0")
     if args.prompt_len < 1 or args.out_len < 1:
         fail("--prompt-len and --out-len must be at least 1")
-    batch_sizes, sentences = _int_list(args.batch_size, "--batch-size"), _int_list(args.sentences, "--sentences")
+    batch_sizes, sentences = parse_int_list(args.batch_size, "--batch-size"), parse_int_list(args.sentences, "--sentences")
     if len(sentences) == 1:
         sentences = sentences * len(batch_sizes)
     if len(sentences) != len(batch_sizes):
         fail(f"--sentences {args.sentences}: give one value, or one per --batch-size ({args.batch_size})")
     return device, ks, layouts, list(zip(batch_sizes, sentences))
-
-
-def _int_list(text: str, flag: str) -> List[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        values = []
-    if not values or min(values) < 1:
-        fail(f"{flag} {text}: give positive integers, comma-separated (e.g. 64,1)")
-    return values
 
 
 def main(argv: Optional[List[str]] = None) -> int:
