@@ -1,5 +1,6 @@
 """The benchmarks' output: a markdown table (printed, optionally written) and a CSV file."""
 import csv
+import sys
 from typing import List, Optional, Sequence, Tuple
 
 
@@ -14,7 +15,7 @@ def to_markdown(columns: Sequence[Tuple[str, str]], rows: List[dict], intro: str
 
 def write_tables(markdown: str, rows: List[dict], md_path: Optional[str], csv_path: Optional[str]) -> List[str]:
     """Write the markdown text and the rows (every key a CSV column) where a path is
-    given; returns the paths written."""
+    given, and say so on stderr; returns the paths written."""
     written = []
     if md_path:
         with open(md_path, "w") as f:
@@ -26,4 +27,6 @@ def write_tables(markdown: str, rows: List[dict], md_path: Optional[str], csv_pa
             writer.writeheader()
             writer.writerows(rows)
         written.append(csv_path)
+    if written:
+        print(f"wrote {' and '.join(written)}", file=sys.stderr)
     return written

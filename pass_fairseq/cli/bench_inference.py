@@ -152,9 +152,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         rows += [dict(r, batch=batch_size) for r in summary.rows]
     markdown = "\n\n".join(parts)
     print(markdown)
-    written = write_tables(markdown, rows, args.markdown or os.path.join(args.work_dir, "bench.md"),
-                           args.csv or os.path.join(args.work_dir, "bench.csv"))
-    print(f"wrote {' and '.join(written)}", file=sys.stderr)
+    write_tables(markdown, rows, args.markdown or os.path.join(args.work_dir, "bench.md"),
+                 args.csv or os.path.join(args.work_dir, "bench.csv"))
     return 0
 
 

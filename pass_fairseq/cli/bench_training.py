@@ -126,9 +126,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     markdown = to_markdown(COLUMNS, rows, f"Settings: {settings_line(args, tokens / len(batches))}.")
     markdown += f"\n\nPASS update / stock update: {rows[1]['time_over_stock']}"
     print(markdown)
-    written = write_tables(markdown, rows, args.markdown, args.csv)
-    if written:
-        print(f"wrote {' and '.join(written)}", file=sys.stderr)
+    write_tables(markdown, rows, args.markdown, args.csv)
     return 0
 
 

@@ -72,9 +72,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         all_rows += [dict(row, batch=batch) for row in rows]
     markdown = "\n\n".join(parts)
     print(markdown)
-    written = write_tables(markdown, all_rows, args.markdown, args.csv)
-    if written:
-        print(f"wrote {' and '.join(written)}", file=sys.stderr)
+    write_tables(markdown, all_rows, args.markdown, args.csv)
     return 0
 
 
