@@ -121,14 +121,34 @@ def test_incremental_decoding_matches_full_forward(need_weights):
     assert torch.allclose(y[0], ref[-1], atol=1e-5)
 
 
-def test_beamable_encoder_attention():
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_beamable_encoder_attention(need_weights):
+    """With a beam size set, incremental encoder attention caches one copy per sentence,
+    follows a beam reorder that drops a finished sentence, and gives the stock module's
+    outputs (stock: one copy per hypothesis); a full forward never folds the batch."""
     stock, gated = _pair(encoder_decoder_attention=True)
     beam = 2
     mem = torch.randn(S, B, E).repeat_interleave(beam, dim=1)  # encoder output per hypothesis
-    q = torch.randn(1, B * beam, E)
-    ref = gated(q, mem, mem)[0]
+    kpm = _padding(B, S).repeat_interleave(beam, dim=0)
     gated.set_beam_size(beam)
-    assert torch.allclose(gated(q, mem, mem)[0], ref, atol=1e-5)
+    with torch.no_grad():
+        q = torch.randn(T, B * beam, E)
+        assert torch.allclose(gated(q, mem, mem, key_padding_mask=kpm)[0],
+                              stock(q, mem, mem, key_padding_mask=kpm)[0], atol=1e-5)
+        states = {"stock": {}, "gated": {}}
+        # sentence 1 finishes after step 0; the others continue with their beams swapped
+        order = torch.tensor([1, 0, 5, 4])
+        for step in range(2):
+            rows = B * beam if step == 0 else len(order)
+            x = torch.randn(1, rows, E)
+            m, pad = (mem, kpm) if step == 0 else (mem[:, order], kpm[order])
+            out = {name: module(x, m, m, key_padding_mask=pad, incremental_state=states[name], static_kv=True,
+                                need_weights=need_weights)[0]
+                   for name, module in (("stock", stock), ("gated", gated))}
+            assert torch.allclose(out["gated"], out["stock"], atol=1e-5)
+            assert gated._get_input_buffer(states["gated"])["prev_kv"].size(0) == rows // beam
+            for name, module in (("stock", stock), ("gated", gated)):
+                module.reorder_incremental_state(states[name], order)
 
 
 def test_missing_gate_entries_are_filled_when_loading_stock_weights():

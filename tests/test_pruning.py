@@ -151,6 +151,30 @@ def test_pruned_beam_search_equals_gated(gated, pruned_ckpt, data):
             assert abs(a - b) < 1e-4
 
 
+def test_beam_search_shares_the_encoder_rows_and_matches_stock(gated, gated_ckpt, data, tmp_path):
+    """fairseq's generator gives the plugin's models the beam size (the stock transformer
+    has no set_beam_size): their encoder attention keeps one copy per sentence, and beam
+    search still gives the stock model's hypotheses and scores (a finished sentence leaving
+    the batch: test_gated_attention). A full forward afterwards (training, validation) does
+    not fold the batch."""
+    _, task, gated_model = gated
+    stock_path = str(tmp_path / "stock.pt")
+    assert pc.main([gated_ckpt, stock_path, "--threshold", "0.5", "--format", "stock"]) == 0
+    stock, _ = load_pruned(stock_path, data)
+    assert type(stock).__name__ == "TransformerModel"
+    batch = sample_batch(task, n=8)
+    before = log_probs(gated_model, batch)
+    ref, got = _generate(task, stock, batch), _generate(task, gated_model, batch)
+    cross = [m for n, m in gated_model.named_modules() if n.endswith("encoder_attn")]
+    assert cross and all(m.beam_size == 5 for m in cross)
+    assert all(m.beam_size == 1 for n, m in stock.named_modules() if n.endswith("encoder_attn"))
+    assert [[t for t, _ in s] for s in got] == [[t for t, _ in s] for s in ref]
+    for rs, gs in zip(ref, got):
+        for (_, a), (_, b) in zip(rs, gs):
+            assert abs(a - b) < 1e-4
+    assert torch.equal(log_probs(gated_model, batch), before)
+
+
 def test_incremental_decoding_matches_full_forward(pruned_ckpt, data):
     """Step-by-step decoding with the key/value cache (pruned and skipped modules), with a
     beam reorder in the middle, equals the full teacher-forced forward."""

@@ -23,6 +23,7 @@ from fairseq.modules.multihead_attention import MultiheadAttention
 from pass_fairseq.errors import fail
 from pass_fairseq.gates import BETA, MISSING_GATE_INIT, NOISE_MODES, GateCounts, count_gates
 from pass_fairseq.methods import GATE_TYPES, method
+from pass_fairseq.models.beam_sharing import SharedBeamMixin
 from pass_fairseq.modules.gated_attention import GatedMultiheadAttention
 from pass_fairseq.presets import preset_value
 from pass_fairseq.pruning import MODEL_ONLY_KEYS
@@ -124,7 +125,7 @@ def gate_attention_modules(model, args) -> Optional[SubsetGroup]:
     return group
 
 
-class GatedModelMixin:
+class GatedModelMixin(SharedBeamMixin):
     """A fairseq model whose attention heads are gated for PASS head pruning; put it before
     the stock model class in the bases (see the module docstring)."""
 

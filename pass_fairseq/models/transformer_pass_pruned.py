@@ -24,6 +24,7 @@ from fairseq.modules.multihead_attention import MultiheadAttention
 from torch import Tensor, nn
 
 from pass_fairseq.errors import fail
+from pass_fairseq.models.beam_sharing import SharedBeamMixin
 from pass_fairseq.models.transformer_pass import check_alignment_heads
 from pass_fairseq.modules.head_attention import HeadAttentionMixin, IncrementalState
 
@@ -141,7 +142,7 @@ def add_pruned_args(parser) -> None:
                              " pass-prune-checkpoint (JSON: module name -> original head indices)")
 
 
-class PrunedModelMixin:
+class PrunedModelMixin(SharedBeamMixin):
     """A fairseq model whose attention modules hold only the heads listed in its config
     (``pass_pruned_heads``); put it before the stock model class in the bases."""
 

@@ -181,7 +181,8 @@ class HeadAttentionMixin:
         return self._set_input_buffer(incremental_state, buffer)
 
     def _one_copy_per_sentence(self, key: Tensor, key_padding_mask: Optional[Tensor], bsz: int):
-        """Encoder attention under beam search: the beam's copies of a sentence share one
+        """Encoder attention under beam search (incremental decoding with a beam size set,
+        :mod:`pass_fairseq.models.beam_sharing`): the beam's copies of a sentence share one
         encoder output, keep the first."""
         if self.encoder_decoder_attention and self.beam_size > 1 and key.size(1) == bsz:
             key = key.view(key.size(0), -1, self.beam_size, key.size(2))[:, :, 0, :]
@@ -201,7 +202,7 @@ class HeadAttentionMixin:
             if static_kv and "prev_kv" in saved:
                 key = value = None  # encoder keys/values are cached already
 
-        if key is not None and not self.self_attention:
+        if key is not None and not self.self_attention and incremental_state is not None:
             key, key_padding_mask = self._one_copy_per_sentence(key, key_padding_mask, bsz)
         if not self.inference:
             q = self.q_proj(query) * self.scaling
