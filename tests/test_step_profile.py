@@ -1,5 +1,6 @@
 """pass-profile-step: the isolated module calls are the generator's, the pruned modules are
 cut from the stock one, and the command writes its tables."""
+import copy
 import csv
 
 import pytest
@@ -30,6 +31,7 @@ class Recorder(torch.nn.Module):
 @pytest.mark.parametrize("kind", KIND_LABELS)
 def test_pruned_module_with_every_head_computes_the_stock_module(kind):
     modules = build_modules(kind, TINY)
+    assert modules["1 heads"].beam_size == TINY.beam and modules["stock"].beam_size == 1  # as in a real decode
     caller = Caller(kind, TINY)
     stock, full = Recorder(modules["stock"]), Recorder(modules[f"{TINY.heads} heads"])
     with torch.inference_mode():
@@ -39,6 +41,17 @@ def test_pruned_module_with_every_head_computes_the_stock_module(kind):
     for a, b in zip(stock.outputs, full.outputs):
         assert torch.allclose(a, b, atol=1e-5)
     assert modules["1 heads"].num_heads == 1 and modules["1 heads"].q_proj.weight.shape == (8, 16)
+    # the 1-head module is head 0 of the stock module: the stock module with the other heads'
+    # out_proj columns zeroed
+    only_head0 = copy.deepcopy(modules["stock"])
+    with torch.no_grad():
+        only_head0.out_proj.weight[:, only_head0.head_dim:] = 0
+    ref, one = Recorder(only_head0), Recorder(modules["1 heads"])
+    with torch.inference_mode():
+        caller.run(ref)
+        caller.run(one)
+    for a, b in zip(ref.outputs, one.outputs):
+        assert torch.allclose(a, b, atol=1e-5)
 
 
 def test_beam_orders_stay_within_each_sentence():
@@ -51,9 +64,9 @@ def test_profile_rows_and_fit():
     rows = profile_kind("decoder self", TINY, warmup=0, repeats=2)
     assert [r["module"] for r in rows] == ["stock", "1 heads", "2 heads"]
     assert all(r["us_per_call"] > 0 and r["aten_ops"] > 0 for r in rows)
-    stock = rows[0]["us_per_call"]
-    assert rows[0]["ideal_us"] == "" and rows[1]["ideal_us"] == round(stock / 2, 1)
-    assert rows[1]["over_ideal"] == round(rows[1]["us_per_call"] / (stock / 2), 2)
+    stock = rows[0]["us_per_call"]  # rounded to 0.1 us, as the other rows' figures
+    assert rows[0]["ideal_us"] == "" and rows[1]["ideal_us"] == pytest.approx(stock / 2, abs=0.11)
+    assert rows[1]["over_ideal"] == pytest.approx(rows[1]["us_per_call"] / rows[1]["ideal_us"], rel=0.02)
     made_up = [dict(r, us_per_call=us) for r, us in zip(rows, (100.0, 50.0, 70.0))]
     assert fit_rows(made_up) == [{"kind": "decoder self", "fixed_us": 30.0, "per_head_us": 20.0, "stock_us": 100.0}]
 

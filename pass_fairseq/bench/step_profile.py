@@ -4,12 +4,18 @@ Per module kind (:data:`~pass_fairseq.gate_report.MODULE_KINDS`) it times stock 
 ``MultiheadAttention`` with every head and pruned modules (:class:`PrunedMultiheadAttention`)
 keeping 1 ... heads heads, as fairseq's generator calls them in inference:
 
-* encoder self: one call over the source (sentences x source length);
+* encoder self: one call over the source (sentences x source length), with a padding mask
+  when the batch has several sentences (the encoder passes one when the batch has padding);
 * decoder self and decoder cross: a decoding step for every sentence's beam, the key/value
-  cache applied and grown, then the beam reordering the generator does between steps
-  (``reorder_incremental_state``), averaged over the steps of one output; cross attention
-  gets the encoder output and padding mask, with ``need_weights`` off as in every decoder
-  layer but the alignment layer.
+  cache applied and grown, and before every step but the first the beam reordering the
+  generator does (``reorder_incremental_state``), averaged over the steps of one output;
+  cross attention gets the encoder output (one copy per hypothesis) and its padding mask,
+  with ``need_weights`` off as in every decoder layer but the alignment layer (the last,
+  whose cross attention also returns its weights: not profiled here).
+
+The beam size reaches the pruned modules (fairseq's generator gives it to the plugin's
+models, :mod:`pass_fairseq.models.beam_sharing`) and not the stock module (the stock
+``transformer`` has no ``set_beam_size``), as in a real decode.
 
 The modules are timed side by side (interleaved repeats after warm-up, median), and
 torch.profiler counts the aten operators one call runs. Against the stock module, a pruned
@@ -56,6 +62,7 @@ class Caller:
         # the generator repeats every sentence's encoder output once per beam entry
         self.encoder_out = self.source.repeat_interleave(setup.beam, dim=1)
         self.padding = torch.zeros(rows, setup.src_len, dtype=torch.bool)
+        self.source_padding = None if setup.sentences == 1 else self.padding[:setup.sentences]
         self.queries = torch.randn(setup.steps, 1, rows, setup.embed_dim, generator=gen)
         offsets = torch.randint(setup.beam, (setup.steps, rows), generator=gen)
         starts = (torch.arange(setup.sentences) * setup.beam).repeat_interleave(setup.beam)
@@ -68,29 +75,32 @@ class Caller:
 
     def run(self, module) -> None:
         if self.kind == "encoder self":
-            module(self.source, self.source, self.source, need_weights=False)
+            module(self.source, self.source, self.source, key_padding_mask=self.source_padding, need_weights=False)
             return
         state: Dict = {}
         for step in range(self.setup.steps):
+            if step:
+                module.reorder_incremental_state(state, self.orders[step])
             x = self.queries[step]
             if self.kind == "decoder self":
                 module(x, x, x, incremental_state=state, need_weights=False)
             else:
                 module(x, self.encoder_out, self.encoder_out, key_padding_mask=self.padding,
                        incremental_state=state, static_kv=True, need_weights=False)
-            module.reorder_incremental_state(state, self.orders[step])
 
 
 def build_modules(kind: str, setup: StepSetup, seed: int = 1) -> Dict[str, torch.nn.Module]:
     """``stock`` (fairseq's module, every head) and ``k heads`` for k = 1 ... heads (pruned
-    modules cut from it), in evaluation mode with the beam size set."""
-    torch.manual_seed(seed)
+    modules cut from it), in evaluation mode; the pruned modules know the beam size."""
     cross = kind == "decoder cross"
-    stock = MultiheadAttention(setup.embed_dim, setup.heads, self_attention=not cross,
-                               encoder_decoder_attention=cross)
-    modules = {"stock": stock}
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        stock = MultiheadAttention(setup.embed_dim, setup.heads, self_attention=not cross,
+                                   encoder_decoder_attention=cross)
+    modules = {"stock": stock.eval()}
     for k in range(1, setup.heads + 1):
-        pruned = PrunedMultiheadAttention.from_attention(stock, list(range(k)))
+        pruned = PrunedMultiheadAttention.from_attention(stock, list(range(k))).eval()
+        pruned.set_beam_size(setup.beam)
         rows = slice(0, k * stock.head_dim)
         with torch.no_grad():
             for name in ("q_proj", "k_proj", "v_proj"):
@@ -99,9 +109,6 @@ def build_modules(kind: str, setup: StepSetup, seed: int = 1) -> Dict[str, torch
             pruned.out_proj.weight.copy_(stock.out_proj.weight[:, rows])
             pruned.out_proj.bias.copy_(stock.out_proj.bias)
         modules[f"{k} heads"] = pruned
-    for module in modules.values():
-        module.eval()
-        module.set_beam_size(setup.beam)
     return modules
 
 

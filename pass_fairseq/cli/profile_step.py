@@ -54,9 +54,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     batches = parse_int_list(args.batch_size, "--batch-size")
     if min(args.embed_dim, args.heads, args.beam, args.src_len, args.steps, args.repeats) < 1 or args.warmup < 0:
         fail("--embed-dim, --heads, --beam, --src-len, --steps and --repeats must be >= 1 and --warmup >= 0")
+    if args.threads is not None and args.threads < 1:
+        fail(f"--threads {args.threads}: give 1 or more")
     if args.embed_dim % args.heads:
         fail(f"--embed-dim {args.embed_dim} is not a multiple of --heads {args.heads}")
-    if args.threads:
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
     parts, all_rows = [], []
     for batch in batches:
