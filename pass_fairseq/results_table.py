@@ -221,7 +221,7 @@ def _gate_maps(plt, grids, path: str, columns: int = 4) -> str:
     for ax, (label, gates) in zip(axes.flat, grids):
         grid = layer_grid({"modules": gates["modules"]})
         data = list(grid.values())
-        per_module = len(gates["modules"][0]["gates"])
+        per_module = max(len(m["gates"]) for m in gates["modules"])
         ax.imshow(data, cmap="Blues", vmin=0, vmax=per_module, aspect="auto")
         for i, row in enumerate(data):
             for j, v in enumerate(row):
