@@ -104,8 +104,11 @@ def test_cost_model_fits_fixed_and_per_head_cost_per_module_kind():
     pruned = timing("pruned", "pruned", [1.0] * 3, [0.1] * 3,
                     {cross[0]: secs(40, 100), cross[1]: secs(60, 100), cross[2]: secs(2, 100), enc: secs(20, 2)},
                     {cross[0]: 1, cross[1]: 3, cross[2]: 0, enc: 1}, calls)
-    rows = {r["kind"]: r for r in cost_model([stock, pruned], heads)}
+    gated = timing("gated", "gated", [1.0] * 3, [0.1] * 3, dict({m: secs(65, 100) for m in cross},
+                   **{enc: secs(45, 2)}), None, calls)
+    rows = {r["kind"]: r for r in cost_model([stock, gated, pruned], heads)}
     assert (rows["decoder cross"]["fixed_us"], rows["decoder cross"]["per_head_us"]) == (30.0, 10.0)
+    assert rows["decoder cross"]["gated_us"] == 65.0 and rows["encoder self"]["gated_us"] == 45.0
     assert rows["decoder cross"]["fit_full_us"] == 70.0 and rows["decoder cross"]["stock_us"] == 80.0
     assert rows["decoder cross"]["skipped_us"] == 2.0 and rows["decoder cross"]["calls"] == 100
     assert rows["encoder self"]["fixed_us"] == "" and rows["encoder self"]["points"] == 1
@@ -118,12 +121,13 @@ def test_summary_on_made_up_timings():
     no attention: 6 s; pruned, 2 heads kept in A and none in B: 7.5 s, 1.25 s attention.
     Ideal attention = 2 x 2/4 + 2 x 0/4 = 1 s, ideal = 6 + 1 = 7 s. Medians of 3 repeats."""
     heads = {"A": 4, "B": 4}
-    summary = summarize([
+    timings = [
         timing("unpruned", "unpruned", [11.0, 10.0, 9.0], [4.0, 4.5, 3.5], {"A": [2.0, 2.5, 1.5], "B": [2.0] * 3},
                None),
         timing("no attention", "noattn", [6.0, 6.5, 5.5], [0.0] * 3, {}, {"A": 0, "B": 0}),
         timing("pruned", "pruned", [7.0, 7.5, 8.0], [1.25] * 3, {"A": [1.25] * 3}, {"A": 2, "B": 0}),
-    ], heads, sentences=50)
+    ]
+    summary = summarize(timings, heads, sentences=50)
     base, noattn, pruned = summary.rows
     assert summary.base_attn_share == pytest.approx(0.4)
     assert summary.noattn_over_base == pytest.approx(0.6)
@@ -140,3 +144,10 @@ def test_summary_on_made_up_timings():
     assert pruned["ideal_speedup"] == round(10 / 7, 3) == 1.429
     assert pruned["time_over_ideal"] == round(7.5 / 7, 3) == 1.071
     assert (base["spread"], pruned["spread"]) == (0.2, round(1.0 / 7.5, 3))  # (max - min) / median
+    assert pruned["time_over_gated_ideal"] == ""  # no gated model in this run
+    # with a gated model whose module A takes 1 s (its own path, faster than stock's 2 s):
+    # gated ideal = 6 + 1 x 2/4 + 2 x 0/4 = 6.5 s
+    gated = timing("gated", "gated", [9.0] * 3, [3.0] * 3, {"A": [1.0] * 3, "B": [2.0] * 3}, None)
+    rows = summarize([*timings, gated], heads, sentences=50).rows
+    assert rows[2]["time_over_gated_ideal"] == round(7.5 / 6.5, 3) and rows[2]["time_over_ideal"] == 1.071
+    assert rows[3]["time_over_gated_ideal"] == ""  # ideal columns: pruned models only

@@ -10,6 +10,10 @@ key/value cache), T_noattn the time of the model whose attention modules are all
   attention time (what the mask allows: a decoder head costs more than an encoder head);
 * ideal attention speed-up = A_unpruned / ideal attention time; ideal speed-up =
   T_unpruned / ideal; time / ideal = T / ideal (1 is ideal; above 1, the overhead left);
+* time / gated ideal: the same with the gated model's per-module attention times in place
+  of the stock model's: the ideal of the plugin's own attention path with heads removed,
+  so a gain of that path over stock fairseq's (the encoder attention's one copy per
+  sentence under beam search) cannot hide the per-call overhead of small modules;
 * repeat spread = (max - min) / median of a model's end-to-end times over the repeats: how
   far single repeats of the same model scatter on this machine, the scale below which
   differences between rows are noise.
@@ -32,7 +36,8 @@ COLUMNS = [
     ("file_MB", "file MB"), ("sent_per_s", "sent/s"), ("tok_per_s", "tok/s"), ("speedup", "speed-up"),
     ("attn_speedup", "attention speed-up"), ("attn_share", "attention share"),
     ("ideal_attn_speedup", "ideal attention speed-up"), ("ideal_speedup", "ideal speed-up"),
-    ("time_over_ideal", "time / ideal"), ("spread", "repeat spread"),
+    ("time_over_ideal", "time / ideal"), ("time_over_gated_ideal", "time / gated ideal"),
+    ("spread", "repeat spread"),
 ]
 
 
@@ -67,11 +72,14 @@ class Summary(NamedTuple):
 
 def summarize(timings: List[ModelTiming], heads: Dict[str, int], sentences: int) -> Summary:
     """Table rows (keys of :data:`COLUMNS`) from ``timings``, which hold one ``unpruned``
-    and one ``noattn`` model; ``heads`` maps every attention module to its head count."""
+    and one ``noattn`` model (and the ``gated`` one for the gated ideal); ``heads`` maps
+    every attention module to its head count."""
     base = next(t for t in timings if t.kind == "unpruned")
     noattn = next(t for t in timings if t.kind == "noattn")
+    gated = next((t for t in timings if t.kind == "gated"), None)
     t_base, a_base, t_noattn = median(base.e2e), median(base.attn), median(noattn.e2e)
     a_base_mod = {name: median(v) for name, v in base.per_module.items()}
+    a_gated_mod = {name: median(v) for name, v in gated.per_module.items()} if gated else None
     rows = []
     for timing in timings:
         t, a = median(timing.e2e), median(timing.attn)
@@ -90,6 +98,7 @@ def summarize(timings: List[ModelTiming], heads: Dict[str, int], sentences: int)
             "ideal_attn_speedup": "",
             "ideal_speedup": "",
             "time_over_ideal": "",
+            "time_over_gated_ideal": "",
             "spread": repeat_spread(timing.e2e),
         }
         if timing.kind == "pruned":
@@ -98,6 +107,9 @@ def summarize(timings: List[ModelTiming], heads: Dict[str, int], sentences: int)
             row["ideal_attn_speedup"] = round(a_base / ideal_attn, 2)
             row["ideal_speedup"] = round(t_base / ideal, 3)
             row["time_over_ideal"] = round(t / ideal, 3)
+            if a_gated_mod is not None:
+                gated_ideal = t_noattn + sum(a_gated_mod.get(m, 0.0) * kept[m] / n for m, n in heads.items())
+                row["time_over_gated_ideal"] = round(t / gated_ideal, 3)
         rows.append(row)
     return Summary(rows, a_base / t_base, t_noattn / t_base)
 
@@ -110,7 +122,8 @@ def repeat_spread(times: List[float]) -> float:
 #: (row key, column title) of the cost-model table
 COST_COLUMNS = [("kind", "module kind"), ("calls", "calls per pass"), ("fixed_us", "fixed us per call"),
                 ("per_head_us", "us per head per call"), ("fit_full_us", "fit at all heads"),
-                ("stock_us", "stock module, all heads"), ("skipped_us", "skipped module"), ("points", "points")]
+                ("stock_us", "stock module, all heads"), ("gated_us", "gated module, all heads"),
+                ("skipped_us", "skipped module"), ("points", "points")]
 
 
 def per_call_us(timing: ModelTiming, module: str) -> Optional[float]:
@@ -133,9 +146,11 @@ def fit_line(points: List[tuple]) -> Optional[tuple]:
 
 def cost_model(timings: List[ModelTiming], heads: Dict[str, int]) -> List[dict]:
     """Per module kind (:data:`MODULE_KINDS`): the fitted fixed and per-head cost of one
-    call of a pruned module, what the fit gives at all heads, the stock (unpruned) module's
-    measured cost at all heads and a skipped module's (every time in microseconds)."""
-    kept_points, stock, skipped, calls = defaultdict(list), defaultdict(list), defaultdict(list), {}
+    call of a pruned module, what the fit gives at all heads, the stock (unpruned) and the
+    gated module's measured cost at all heads and a skipped module's (every time in
+    microseconds)."""
+    kept_points, stock, gated, skipped, calls = (defaultdict(list), defaultdict(list), defaultdict(list),
+                                                 defaultdict(list), {})
     for timing in timings:
         for module, n_heads in heads.items():
             kind = module_kind(module)
@@ -145,6 +160,8 @@ def cost_model(timings: List[ModelTiming], heads: Dict[str, int]) -> List[dict]:
             calls[kind[0]] = timing.calls[module]
             if timing.kind == "unpruned":
                 stock[kind[0]].append(us)
+            elif timing.kind == "gated":
+                gated[kind[0]].append(us)
             elif timing.kind == "pruned" and timing.kept[module]:
                 kept_points[kind[0]].append((timing.kept[module], us))
             elif timing.kind == "pruned":
@@ -160,6 +177,7 @@ def cost_model(timings: List[ModelTiming], heads: Dict[str, int]) -> List[dict]:
             "fixed_us": round(fit[0], 1) if fit else "", "per_head_us": round(fit[1], 1) if fit else "",
             "fit_full_us": round(fit[0] + fit[1] * full, 1) if fit else "",
             "stock_us": round(mean(stock[label]), 1) if stock[label] else "",
+            "gated_us": round(mean(gated[label]), 1) if gated[label] else "",
             "skipped_us": round(mean(skipped[label]), 1) if skipped[label] else "",
             "points": len(kept_points[label]),
         })
