@@ -14,6 +14,7 @@ own ``nn.Module``, with fairseq's incremental-state API and the cache layout of
 its first axis; encoder attention keeps one copy per sentence under beam search).
 """
 import json
+import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from fairseq.incremental_decoding_utils import with_incremental_state
@@ -53,10 +54,12 @@ class PrunedMultiheadAttention(HeadAttentionMixin, nn.Module):
         self.dropout_module = FairseqDropout(dropout, module_name=self.__class__.__name__)
         self.beam_size = 1
         inner = self.num_heads * head_dim
-        self.q_proj = nn.Linear(embed_dim, inner, bias=bias)
-        self.k_proj = nn.Linear(self.kdim, inner, bias=bias)
-        self.v_proj = nn.Linear(self.vdim, inner, bias=bias)
-        self.out_proj = nn.Linear(inner, embed_dim, bias=bias)
+        with warnings.catch_warnings():  # a skipped module's empty weights: PyTorch warns it cannot init them
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors is a no-op")
+            self.q_proj = nn.Linear(embed_dim, inner, bias=bias)
+            self.k_proj = nn.Linear(self.kdim, inner, bias=bias)
+            self.v_proj = nn.Linear(self.vdim, inner, bias=bias)
+            self.out_proj = nn.Linear(inner, embed_dim, bias=bias)
 
     @classmethod
     def from_attention(cls, mha: nn.Module, kept_heads: Sequence[int]) -> "PrunedMultiheadAttention":
