@@ -16,6 +16,7 @@
 import csv
 import glob
 import json
+import math
 import os
 import statistics
 from collections import defaultdict
@@ -209,8 +210,6 @@ def _finish(plt, fig, ax, xlabel: str, title: str, path: str) -> str:
 def _gate_maps(plt, grids, path: str, columns: int = 4) -> str:
     """Kept heads per attention module (rows: module kind, columns: layer), one panel per
     method, ``columns`` panels a row."""
-    import math
-
     from pass_fairseq.gate_report import layer_grid
 
     rows = math.ceil(len(grids) / columns)

@@ -129,6 +129,14 @@ def _generate(task, model, batch, beam=5):
     return [[(h["tokens"].tolist(), h["score"].item()) for h in sent] for sent in hypos]
 
 
+def _assert_same_beams(ref, got):
+    """The same hypotheses (tokens) for every sentence, scores within 1e-4."""
+    assert [[t for t, _ in s] for s in got] == [[t for t, _ in s] for s in ref]
+    for rs, gs in zip(ref, got):
+        for (_, a), (_, b) in zip(rs, gs):
+            assert abs(a - b) < 1e-4
+
+
 def _gen_args(beam):
     from argparse import Namespace
 
@@ -145,11 +153,7 @@ def test_pruned_beam_search_equals_gated(gated, pruned_ckpt, data):
     _, task, gated_model = gated
     model, _ = load_pruned(pruned_ckpt, data)
     batch = sample_batch(task, n=8)
-    ref, got = _generate(task, gated_model, batch), _generate(task, model, batch)
-    assert [[t for t, _ in s] for s in got] == [[t for t, _ in s] for s in ref]
-    for rs, gs in zip(ref, got):
-        for (_, a), (_, b) in zip(rs, gs):
-            assert abs(a - b) < 1e-4
+    _assert_same_beams(_generate(task, gated_model, batch), _generate(task, model, batch))
 
 
 def test_beam_search_shares_the_encoder_rows_and_matches_stock(gated, gated_ckpt, data, tmp_path):
@@ -169,10 +173,7 @@ def test_beam_search_shares_the_encoder_rows_and_matches_stock(gated, gated_ckpt
     cross = [m for n, m in gated_model.named_modules() if n.endswith("encoder_attn")]
     assert cross and all(m.beam_size == 5 for m in cross)
     assert all(m.beam_size == 1 for n, m in stock.named_modules() if n.endswith("encoder_attn"))
-    assert [[t for t, _ in s] for s in got] == [[t for t, _ in s] for s in ref]
-    for rs, gs in zip(ref, got):
-        for (_, a), (_, b) in zip(rs, gs):
-            assert abs(a - b) < 1e-4
+    _assert_same_beams(ref, got)
     assert torch.equal(log_probs(gated_model, batch), before)
 
 

@@ -102,16 +102,21 @@ def summarize(timings: List[ModelTiming], heads: Dict[str, int], sentences: int)
             "spread": repeat_spread(timing.e2e),
         }
         if timing.kind == "pruned":
-            ideal_attn = sum(a_base_mod.get(m, 0.0) * kept[m] / n for m, n in heads.items())
+            ideal_attn = _ideal_attention(a_base_mod, kept, heads)
             ideal = t_noattn + ideal_attn
             row["ideal_attn_speedup"] = round(a_base / ideal_attn, 2)
             row["ideal_speedup"] = round(t_base / ideal, 3)
             row["time_over_ideal"] = round(t / ideal, 3)
             if a_gated_mod is not None:
-                gated_ideal = t_noattn + sum(a_gated_mod.get(m, 0.0) * kept[m] / n for m, n in heads.items())
-                row["time_over_gated_ideal"] = round(t / gated_ideal, 3)
+                row["time_over_gated_ideal"] = round(t / (t_noattn + _ideal_attention(a_gated_mod, kept, heads)), 3)
         rows.append(row)
     return Summary(rows, a_base / t_base, t_noattn / t_base)
+
+
+def _ideal_attention(module_times: Dict[str, float], kept: Dict[str, int], heads: Dict[str, int]) -> float:
+    """sum_m A[m] * kept[m] / heads[m]: the attention time a mask allows, from an unpruned
+    model's per-module times ``module_times``."""
+    return sum(module_times.get(m, 0.0) * kept[m] / n for m, n in heads.items())
 
 
 def repeat_spread(times: List[float]) -> float:
