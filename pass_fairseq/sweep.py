@@ -434,13 +434,18 @@ def score(sweep: Sweep, checkpoint: str, work: str) -> dict:
 
 
 def run_sweep(sweep: Sweep, only: Optional[List[str]] = None) -> int:
-    """Run every unfinished run (or those whose method is in ``only``), each once, including
-    runs that finished runs add (the strongest baseline's seeds); returns how many failed."""
+    """Run every unfinished run (or those whose method or run name is in ``only``), each once,
+    in the order ``only`` names them and, within a method, the config's; runs that finished
+    runs add (the strongest baseline's seeds) included. Returns how many failed."""
     attempted = set()
 
     def pending() -> List[RunSpec]:
-        return [s for s in sweep.all_runs() if s.name not in attempted and not os.path.isfile(sweep.result_path(s))
-                and (not only or s.method in only)]
+        todo = [s for s in sweep.all_runs() if s.name not in attempted and not os.path.isfile(sweep.result_path(s))]
+        if not only:
+            return todo
+        rank = {name: i for i, name in enumerate(only)}
+        chosen = [s for s in todo if s.name in rank or s.method in rank]
+        return sorted(chosen, key=lambda s: rank.get(s.name, rank.get(s.method)))
 
     todo = pending()
     total = len(sweep.all_runs())

@@ -295,6 +295,22 @@ def test_the_strongest_baseline_on_valid_gets_more_seeds_once_its_rivals_have_fi
     assert [r.name for r in sweep.all_runs()][-2:] == ["ste-k16-s2", "ste-k16-s3"]
 
 
+def test_only_runs_the_named_runs_and_methods_in_the_order_named(tmp_path, monkeypatch):
+    import pass_fairseq.sweep as sweep_module
+
+    monkeypatch.chdir(tmp_path)
+    sweep = Sweep.load(write_config(tmp_path))
+    _finished(sweep, "pass-k16-s1", 14.0)
+    done = []
+    for name in ("ensure_base", "write_base_curve"):
+        monkeypatch.setattr(sweep_module, name, lambda sw: None)
+    monkeypatch.setattr(sweep_module, "shard_data", lambda sw: "data")
+    monkeypatch.setattr(sweep_module, "run_one", lambda sw, spec, data: done.append(spec.name) or
+                        {"valid": {"sacrebleu": 1.0}, "test": {"sacrebleu": 1.0}, "kept_heads": spec.heads})
+    assert sweep_module.run_sweep(sweep, ["pass-k8-s2", "control", "pass-k16-s1"]) == 0
+    assert done == ["pass-k8-s2", "control-k72-s1"]  # pass-k16-s1 had finished; pass-k16-s2, pass-k8-s1 not named
+
+
 def test_bad_strongest_baseline_config_is_refused(tmp_path):
     bad = dict(STRONGEST, strongest_baseline={"among": ["dsp", "random"], "heads": 16, "seeds": [2]})
     with pytest.raises(JobError, match="no run of random at K = 16"):

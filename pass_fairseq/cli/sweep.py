@@ -4,6 +4,7 @@ write the table and the plots from every finished run.
     pass-sweep results/deb-de-en/sweep.json              # every unfinished run, then the table
     pass-sweep results/deb-de-en/sweep.json --list       # the runs and which are finished
     pass-sweep results/deb-de-en/sweep.json --only pass,control
+    pass-sweep results/deb-de-en/sweep.json --only pass-k16-s2,michel   # runs first, in this order
     pass-sweep results/deb-de-en/sweep.json --redo pass-k16-s1
     pass-sweep results/deb-de-en/sweep.json --table      # only rebuild table and plots
     pass-sweep results/deb-de-en/sweep.json --rebench    # time every finished run again, then the table
@@ -28,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("config", help="the sweep's JSON config (e.g. results/deb-de-en/sweep.json)")
     p.add_argument("--list", action="store_true", help="list the runs (finished or not) and stop")
-    p.add_argument("--only", metavar="M1,M2", help="run only these methods")
+    p.add_argument("--only", metavar="M1,RUN2", help="run only these methods and runs (names as --list prints"
+                   " them), in this order")
     p.add_argument("--redo", metavar="RUN", action="append", default=[],
                    help="forget this run's result and work folder first (repeatable)")
     p.add_argument("--table", action="store_true", help="only rebuild the table and plots")
@@ -68,12 +70,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         except JobError as e:
             fail(str(e), code=1)
     elif not args.table:
-        methods = [m for m in (args.only or "").split(",") if m]
-        unknown = sorted(set(methods) - {s.method for s in sweep.all_runs()})
+        only = [m for m in (args.only or "").split(",") if m]
+        unknown = sorted(set(only) - {s.method for s in sweep.all_runs()} - set(names))
         if unknown:
-            fail(f"--only {','.join(unknown)}: no such method in {args.config}")
+            fail(f"--only {','.join(unknown)}: no such method or run in {args.config} (see --list)")
         try:
-            failed = run_sweep(sweep, methods)
+            failed = run_sweep(sweep, only)
         except JobError as e:
             fail(str(e), code=1)
     os.makedirs(sweep.results, exist_ok=True)
