@@ -7,6 +7,9 @@
 * ``table.md``: one row per method and K, the mean over seeds with their spread
   (min-max) where there are several (tuning runs are not in it);
 * ``tuning.md``: every tuning try (valid sacreBLEU at the first K) and where its method used it;
+* ``comparison.md``: per K, every method against PASS and against the equal-budget control
+  (differences of mean sacreBLEU, with their range over every pairing of seeds), and where
+  its heads sit per module kind;
 * ``bleu_vs_k.png`` (test BLEU against K per method, the unpruned base and the equal-budget
   control as lines), ``bleu_vs_speedup.png`` (the trade-off a user chooses on) and
   ``gates_k16.png`` (kept heads per module kind and layer of every method at K = 16);
@@ -24,6 +27,8 @@ from typing import Dict, List, Optional
 
 #: the rows drawn as horizontal lines (no pruning) rather than as a curve over K
 CONTROLS = ("base", "control")
+#: what comparison.md measures every method against: PASS, and the equal-budget control
+COMPARED_WITH = ("pass", "control")
 CSV_FIELDS = ["method", "label", "try", "tuning", "heads", "seed", "kept_heads", "modules_active", "on_target", "own_kept",
               "valid_bleu", "test_bleu", "test_ding", "test_libreoffice", "speedup", "time_over_ideal",
               "finetune_seconds", "updates", "selected"]
@@ -96,6 +101,64 @@ def markdown(summary: List[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def seed_difference(values: List[float], others: List[float]) -> str:
+    """``mean(values) - mean(others)``, and where either has several seeds the range of the
+    difference over every pairing of their seeds (``min - max`` to ``max - min``)."""
+    if not values or not others:
+        return "-"
+    diff = f"{statistics.mean(values) - statistics.mean(others):+.2f}"
+    if len(values) * len(others) == 1:
+        return diff
+    return f"{diff} ({min(values) - max(others):+.2f} to {max(values) - min(others):+.2f})"
+
+
+def heads_per_kind(gates: dict) -> Dict[str, int]:
+    """Kept heads per module kind (encoder self, decoder self, decoder cross, in
+    ``gate_report.MODULE_KINDS`` order; 0 where a kind kept none) of a gate report."""
+    from pass_fairseq.gate_report import MODULE_KINDS, layer_grid
+
+    grid = layer_grid({"modules": gates["modules"]})
+    return {label: sum(grid.get(label, [])) for _, _, label in MODULE_KINDS}
+
+
+def comparison_rows(runs: List[dict]) -> List[dict]:
+    """Per K (ascending; best mean test BLEU first within a K), each method's differences from PASS and from the
+    equal-budget control, on test and on valid, and its kept heads per module kind (mean over
+    seeds). Tuning runs and the unpruned rows are left out."""
+    from pass_fairseq.gate_report import MODULE_KINDS
+
+    kind_labels = [label for _, _, label in MODULE_KINDS]
+    scores: Dict[tuple, Dict[str, List[float]]] = defaultdict(lambda: {"test": [], "valid": []})
+    kinds: Dict[tuple, List[Dict[str, int]]] = defaultdict(list)
+    for r in (r for r in runs if not r.get("tuning")):
+        key = (r.get("label", r["method"]), r["heads"])
+        for split in ("test", "valid"):
+            if r.get(split, {}).get("sacrebleu") is not None:
+                scores[key][split].append(r[split]["sacrebleu"])
+        if r.get("gates"):
+            kinds[key].append(heads_per_kind(r["gates"]))
+    control = next((v for (label, _), v in scores.items() if label == COMPARED_WITH[1]), None)
+    out = []
+    for heads in sorted({k for (label, k) in scores if label not in CONTROLS}):
+        pass_scores = scores.get((COMPARED_WITH[0], heads))
+        labels = sorted((label for (label, k) in scores if k == heads and label not in CONTROLS),
+                        key=lambda label: -statistics.mean(scores[label, heads]["test"] or [math.inf]))
+        for label in labels:
+            own = scores[label, heads]
+            per_kind = kinds.get((label, heads))
+            out.append({
+                "K": heads, "method": label, "seeds": len(own["test"]), "test BLEU": _mean_spread(own["test"]),
+                "test - pass": "-" if label == COMPARED_WITH[0] or not pass_scores
+                else seed_difference(own["test"], pass_scores["test"]),
+                "valid - pass": "-" if label == COMPARED_WITH[0] or not pass_scores
+                else seed_difference(own["valid"], pass_scores["valid"]),
+                "test - control": seed_difference(own["test"], control["test"]) if control else "-",
+                "heads: " + " / ".join(kind_labels): " / ".join(
+                    f"{statistics.mean(k[kind] for k in per_kind):.3g}" for kind in kind_labels) if per_kind else "-",
+            })
+    return out
+
+
 def tuning_rows(runs: List[dict]) -> List[dict]:
     """One row per tuning try: its valid score and own count, and the runs of its method
     that used it (K/seed)."""
@@ -119,8 +182,8 @@ def _users(runs: List[dict], tuning_run: dict) -> List[tuple]:
 
 
 def write_table(results_dir: str) -> List[dict]:
-    """Write table.csv (every run), table.md (without the tuning runs) and tuning.md from the
-    run files; returns the CSV rows."""
+    """Write table.csv (every run), table.md (without the tuning runs), tuning.md and
+    comparison.md from the run files; returns the CSV rows."""
     runs = load_runs(results_dir)
     rows = [flat_row(r) for r in runs]
     with open(os.path.join(results_dir, "table.csv"), "w", newline="", encoding="utf-8") as f:
@@ -131,6 +194,8 @@ def write_table(results_dir: str) -> List[dict]:
         f.write(markdown(summary_rows([r for r in rows if not r["tuning"]])))
     with open(os.path.join(results_dir, "tuning.md"), "w", encoding="utf-8") as f:
         f.write(markdown(tuning_rows(runs)))
+    with open(os.path.join(results_dir, "comparison.md"), "w", encoding="utf-8") as f:
+        f.write(markdown(comparison_rows(runs)))
     return rows
 
 

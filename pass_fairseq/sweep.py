@@ -448,8 +448,10 @@ def run_sweep(sweep: Sweep, only: Optional[List[str]] = None) -> int:
         return sorted(chosen, key=lambda s: rank.get(s.name, rank.get(s.method)))
 
     todo = pending()
-    total = len(sweep.all_runs())
-    print(f"sweep: {total} runs, {total - len(todo)} finished, {len(todo)} to do", flush=True)
+    runs = sweep.all_runs()
+    finished = sum(os.path.isfile(sweep.result_path(s)) for s in runs)
+    print(f"sweep: {len(runs)} runs, {finished} finished, {len(todo)} to do"
+          + (f" now (--only {','.join(only)})" if only else ""), flush=True)
     if sweep.strongest and sweep.strongest_baseline() is None:
         print(f"sweep: the strongest of {', '.join(sweep.strongest['among'])} at K = {sweep.strongest['heads']} "
               f"gets seeds {sweep.strongest['seeds']} once their runs there have finished", flush=True)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pass_fairseq.commands import JobError, write_json
-from pass_fairseq.results_table import plot, summary_rows, write_table
+from pass_fairseq.results_table import comparison_rows, load_runs, plot, summary_rows, write_table
 from pass_fairseq.sweep import Sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -90,6 +90,13 @@ def test_table_and_plots_come_from_the_run_files(tmp_path):
     assert summary[("pass", 16)]["test BLEU"] == "15.20 (15.00-15.40, n=2)"
     assert summary[("pass", 16)]["Ding"] == "10.20 (10.00-10.40, n=2)"
     assert summary[("control", 72)]["speed-up"] == "1.00"
+    compared = {(r["method"], r["K"]): r for r in comparison_rows(load_runs(str(tmp_path)))}
+    assert list(compared) == [("pass", 8), ("pass", 16), ("dsp", 16)]  # best first per K; no unpruned rows
+    assert compared[("dsp", 16)]["test - pass"] == "-1.20 (-1.40 to -1.00)"  # 14.0 against seeds 15.0, 15.4
+    assert compared[("dsp", 16)]["test - control"] == "-2.80"
+    assert compared[("pass", 16)]["test - pass"] == "-"
+    assert compared[("pass", 8)]["heads: encoder self / decoder self / decoder cross"] == "8 / 8 / 8"
+    assert "| 16 | dsp | 1 | 14.00 | -1.20" in (tmp_path / "comparison.md").read_text()
     md = (tmp_path / "table.md").read_text()
     assert md.count("\n") == 2 + 5 and "| dsp | 16 | 1 |" in md
     (tmp_path / "base_curve.csv").write_text("updates,valid_loss,valid_nll_loss,valid_ppl\n448,8.1,7.2,150.0\n"
