@@ -444,8 +444,7 @@ def run_sweep(sweep: Sweep, only: Optional[List[str]] = None) -> int:
         if not only:
             return todo
         rank = {name: i for i, name in enumerate(only)}
-        chosen = [s for s in todo if s.name in rank or s.method in rank]
-        return sorted(chosen, key=lambda s: rank.get(s.name, rank.get(s.method)))
+        return sorted((s for s in todo if named(s, only)), key=lambda s: rank.get(s.name, rank.get(s.method)))
 
     todo = pending()
     runs = sweep.all_runs()
@@ -488,14 +487,20 @@ def _run_and_record(sweep: Sweep, spec: RunSpec, data: str) -> bool:
     return True
 
 
-def rebench(sweep: Sweep) -> int:
-    """Time every finished pruned run again (its scores stay): all speed ratios of the table
-    then come from one machine state and one version of the decoding code. Returns how
-    many runs were timed."""
+def named(spec: RunSpec, only: Optional[List[str]]) -> bool:
+    """Whether ``spec`` is among ``only`` (methods or run names); every run is when it is empty."""
+    return not only or spec.name in only or spec.method in only
+
+
+def rebench(sweep: Sweep, only: Optional[List[str]] = None) -> int:
+    """Time every finished pruned run (or those whose method or run name is in ``only``)
+    again, keeping its scores: all speed ratios of the table then come from one machine state
+    and one version of the decoding code. Each result is rewritten as soon as it is timed, so
+    an interrupted rebench goes on with ``only``. Returns how many runs were timed."""
     timed = 0
     for spec in sweep.all_runs():
         path = sweep.result_path(spec)
-        if not spec.prune or not os.path.isfile(path):
+        if not spec.prune or not os.path.isfile(path) or not named(spec, only):
             continue
         result = sweep.result(spec)
         selected = os.path.join(sweep.workdir, "finetunes", result["finetune"], result["selected"])

@@ -238,6 +238,8 @@ def test_rebench_times_the_finished_pruned_runs_again_and_keeps_their_scores(tmp
     monkeypatch.setattr(sweep_module, "bench_ratios", lambda sw, ckpt, k, work: timed.append((ckpt, k)) or {"speedup": 1.3})
     assert sweep_module.rebench(sweep) == 1  # the unpruned control has no pruned model to time
     assert timed == [(os.path.join("work", "finetunes", "pass-k16-s1", "checkpoint_best.pt"), 16)]
+    assert sweep_module.rebench(sweep, ["control", "pass-k8-s1"]) == 0  # --only: neither is a finished pruned run
+    assert sweep_module.rebench(sweep, ["pass-k16-s1"]) == 1
     with open(sweep.result_path(runs["pass-k16-s1"])) as f:
         assert json.load(f) == {"finetune": "pass-k16-s1", "selected": "checkpoint_best.pt", "bench": {"speedup": 1.3},
                                 "test": {"sacrebleu": 15.0}}

@@ -29,8 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("config", help="the sweep's JSON config (e.g. results/deb-de-en/sweep.json)")
     p.add_argument("--list", action="store_true", help="list the runs (finished or not) and stop")
-    p.add_argument("--only", metavar="M1,RUN2", help="run only these methods and runs (names as --list prints"
-                   " them), in this order")
+    p.add_argument("--only", metavar="M1,RUN2", help="run (or with --rebench, time) only these methods and runs"
+                   " (names as --list prints them), in this order")
     p.add_argument("--redo", metavar="RUN", action="append", default=[],
                    help="forget this run's result and work folder first (repeatable)")
     p.add_argument("--table", action="store_true", help="only rebuild the table and plots")
@@ -63,21 +63,18 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"(then the strongest of {', '.join(sweep.strongest['among'])} at K = {sweep.strongest['heads']} "
                   f"with seeds {sweep.strongest['seeds']})")
         return 0
+    only = [m for m in (args.only or "").split(",") if m]
+    unknown = sorted(set(only) - {s.method for s in sweep.all_runs()} - set(names))
+    if unknown:
+        fail(f"--only {','.join(unknown)}: no such method or run in {args.config} (see --list)")
     failed = 0
-    if args.rebench:
-        try:
-            rebench(sweep)
-        except JobError as e:
-            fail(str(e), code=1)
-    elif not args.table:
-        only = [m for m in (args.only or "").split(",") if m]
-        unknown = sorted(set(only) - {s.method for s in sweep.all_runs()} - set(names))
-        if unknown:
-            fail(f"--only {','.join(unknown)}: no such method or run in {args.config} (see --list)")
-        try:
+    try:
+        if args.rebench:
+            rebench(sweep, only)
+        elif not args.table:
             failed = run_sweep(sweep, only)
-        except JobError as e:
-            fail(str(e), code=1)
+    except JobError as e:
+        fail(str(e), code=1)
     os.makedirs(sweep.results, exist_ok=True)
     rows = write_table(sweep.results)
     for path in plot(sweep.results, rows):
