@@ -14,7 +14,9 @@
   control as lines), ``bleu_vs_speedup.png`` (the trade-off a user chooses on) and
   ``gates_k16.png`` (kept heads per module kind and layer of every method at K = 16);
   ``base_valid.png``: the base's validation perplexity over its updates (``base_curve.csv``,
-  which the sweep writes from the base's training log).
+  which the sweep writes from the base's training log); ``finetune_k16.png``: open heads and
+  training NLL over the fine-tune's updates of every method at K = 16 and of the control
+  (``finetune_curves.csv``, from the fine-tunes' training logs).
 """
 import csv
 import glob
@@ -241,7 +243,44 @@ def plot(results_dir: str, rows: Optional[List[dict]] = None) -> List[str]:
     curve = os.path.join(results_dir, "base_curve.csv")
     if os.path.isfile(curve):
         written.append(_base_curve(plt, curve, os.path.join(results_dir, "base_valid.png")))
+    curves = os.path.join(results_dir, "finetune_curves.csv")
+    if os.path.isfile(curves):
+        written.append(_finetune_curves(plt, curves, os.path.join(results_dir, "finetune_k16.png")))
     return written
+
+
+def _finetune_curves(plt, csv_path: str, path: str, heads: int = 16) -> str:
+    """Over the fine-tune's updates, for the first seed of every method at ``heads`` (and the
+    control): the open heads of the methods whose count moves (left; the others hold exactly
+    K throughout) and the training NLL (right)."""
+    curves: Dict[str, List[dict]] = defaultdict(list)
+    with open(csv_path, encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    first_seed = {m: min(int(r["seed"]) for r in rows if r["method"] == m) for m in {r["method"] for r in rows}}
+    for r in rows:
+        if (int(r["heads"]) == heads or r["method"] in CONTROLS) and int(r["seed"]) == first_seed[r["method"]]:
+            curves[r["label"]].append(r)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    palette = plt.get_cmap("tab20").colors  # one colour per method in both panels
+    for i, (label, points) in enumerate(sorted(curves.items())):
+        updates = [int(p["updates"]) for p in points]
+        opened = [float(p["pass_open"]) for p in points if p["pass_open"] != ""]
+        style = {"color": "black", "linestyle": "--"} if label in CONTROLS else {"color": palette[2 * i % 20 + i // 10 % 2]}
+        if opened and len(set(opened)) > 1:
+            left.plot(updates, opened, label=label, **style)
+        right.plot(updates, [float(p["nll_loss"]) for p in points], label=label, **style)
+    left.axhline(heads, color="gray", linewidth=0.8)
+    left.set_ylabel("open heads (mean over the log interval)")
+    left.set_title(f"open heads while fine-tuning to K = {heads}", fontsize=9)
+    right.set_ylabel("training NLL (mean over the log interval)")
+    right.set_title(f"training NLL at K = {heads}, and the equal-budget control", fontsize=9)
+    for ax in (left, right):
+        ax.set_xlabel("fine-tune updates")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def _base_curve(plt, csv_path: str, path: str) -> str:

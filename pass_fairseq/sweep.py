@@ -61,7 +61,7 @@ from pass_fairseq.commands import JobError, check, run, tool, write_json
 from pass_fairseq.gate_report import gate_report
 from pass_fairseq.gates import KEPT_THRESHOLD
 from pass_fairseq.sweep_tuning import CHOICES, choose_try, strongest
-from pass_fairseq.train_logs import valid_curve
+from pass_fairseq.train_logs import train_curve, valid_curve
 
 #: the base model's topology, the demo's and the sweep's: transformer_iwslt_de_en (6+6 layers,
 #: 4 heads, so 18 attention modules and 72 heads) at width 128 / ffn 512, pre-norm (much faster
@@ -312,6 +312,44 @@ def write_base_curve(sweep: Sweep) -> str:
         writer = csv.writer(f)
         writer.writerow(["updates", "valid_loss", "valid_nll_loss", "valid_ppl"])
         writer.writerows(curve)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+#: the columns of ``finetune_curves.csv``: the run, then one train_inner line's means
+FINETUNE_CURVE_FIELDS = ["run", "method", "label", "heads", "seed", "updates", "nll_loss", "pass_open",
+                         "pass_nonbinary"]
+
+
+def write_finetune_curves(sweep: Sweep) -> str:
+    """``RESULTS/finetune_curves.csv``: every finished fine-tune's training NLL and (gated
+    runs) its open and non-binary gate counts at each ``--log-interval``, from its training
+    log. A run whose log is not on this machine keeps the rows it had (a clean checkout
+    rebuilding the table does not lose them)."""
+    path = os.path.join(sweep.results, "finetune_curves.csv")
+    rows: Dict[str, List[dict]] = {}
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                rows.setdefault(row["run"], []).append(row)
+    for spec in sweep.all_runs():
+        if spec.tuning or not spec.train or not os.path.isfile(sweep.result_path(spec)):
+            continue
+        log = os.path.join(sweep.workdir, "finetunes", sweep.result(spec)["finetune"], "train.log")
+        if not os.path.isfile(log):
+            continue
+        with open(log, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+        gated = train_curve(text, FINETUNE_CURVE_FIELDS[-3:])
+        curve = gated or [(n, dict(v, pass_open="", pass_nonbinary="")) for n, v in train_curve(text, ["nll_loss"])]
+        rows[spec.name] = [dict(values, run=spec.name, method=spec.method, label=spec.label or spec.method, heads=spec.heads,
+                                seed=spec.seed, updates=n) for n, values in curve]
+    os.makedirs(sweep.results, exist_ok=True)
+    with open(path + ".tmp", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=FINETUNE_CURVE_FIELDS)
+        writer.writeheader()
+        for name in sorted(rows):
+            writer.writerows(rows[name])
     os.replace(path + ".tmp", path)
     return path
 

@@ -3,6 +3,7 @@ plots built from made-up run results."""
 import csv
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -101,9 +102,13 @@ def test_table_and_plots_come_from_the_run_files(tmp_path):
     assert md.count("\n") == 2 + 5 and "| dsp | 16 | 1 |" in md
     (tmp_path / "base_curve.csv").write_text("updates,valid_loss,valid_nll_loss,valid_ppl\n448,8.1,7.2,150.0\n"
                                              "896,7.0,6.0,64.0\n")
+    (tmp_path / "finetune_curves.csv").write_text(
+        "run,method,label,heads,seed,updates,nll_loss,pass_open,pass_nonbinary\n"
+        "control-k72-s1,control,control,72,1,25,4.4,,\ncontrol-k72-s1,control,control,72,1,50,4.3,,\n"
+        "pass-k16-s1,pass,pass,16,1,25,4.9,13.8,58.2\npass-k16-s1,pass,pass,16,1,50,5.6,6.8,15\n")
     written = plot(str(tmp_path), rows)
     assert [os.path.basename(p) for p in written] == ["bleu_vs_k.png", "bleu_vs_speedup.png", "gates_k16.png",
-                                                      "base_valid.png"]
+                                                      "base_valid.png", "finetune_k16.png"]
     assert all(os.path.getsize(p) > 1000 for p in written)
 
 
@@ -220,6 +225,41 @@ def test_train_logs_read_the_valid_curve_and_the_last_update():
 
     assert valid_curve(LOG) == [(896, 7.5, 6.5, 90.5), (1344, 6.7, 5.6, 50.1)]  # a resumed epoch counts once
     assert last_update(LOG) == 1344 and last_update("nothing") == 0
+
+
+def test_train_logs_read_the_training_curve():
+    from pass_fairseq.train_logs import train_curve
+
+    resumed = LOG + "2026-11-26 06:33:00 | INFO | train_inner | epoch 004:      6 / 448 loss=7.1, nll_loss=6.1, " \
+                    "num_updates=1350\n"
+    assert train_curve(resumed, ["nll_loss"]) == [(1350, {"nll_loss": 6.1})]  # the later line wins
+    assert train_curve(LOG, ["nll_loss", "pass_open"]) == []  # a stock run's log has no gate counts
+
+
+def test_finetune_curves_come_from_the_logs_and_survive_a_checkout_without_them(tmp_path, monkeypatch):
+    import pass_fairseq.sweep as sweep_module
+
+    monkeypatch.chdir(tmp_path)
+    sweep = Sweep.load(write_config(tmp_path))
+    runs = {r.name: r for r in sweep.runs}
+    lines = {"control-k72-s1": "loss=5.1, nll_loss=4.4, ppl=21.1, num_updates=25",
+             "pass-k16-s1": "loss=6.1, nll_loss=4.9, pass_open=13.76, pass_closed=0, pass_nonbinary=58.24, num_updates=25"}
+    for name, line in lines.items():
+        _finished(sweep, name, 14.0)
+        result = sweep.result(runs[name])
+        write_json(sweep.result_path(runs[name]), dict(result, finetune=runs[name].finetune_name))
+        os.makedirs(sweep.finetune_dir(runs[name]))
+        with open(os.path.join(sweep.finetune_dir(runs[name]), "train.log"), "w") as f:
+            f.write(f"2026-11-26 08:18:36 | INFO | train_inner | epoch 001:     25 / 69 {line}\n")
+    path = sweep_module.write_finetune_curves(sweep)
+    with open(path) as f:
+        made = list(csv.DictReader(f))
+    assert [(r["run"], r["updates"], r["nll_loss"], r["pass_open"]) for r in made] == [
+        ("control-k72-s1", "25", "4.4", ""), ("pass-k16-s1", "25", "4.9", "13.76")]
+    shutil.rmtree(sweep.workdir)  # a clean checkout: no logs, the committed rows stay
+    sweep_module.write_finetune_curves(sweep)
+    with open(path) as f:
+        assert list(csv.DictReader(f)) == made
 
 
 def test_rebench_times_the_finished_pruned_runs_again_and_keeps_their_scores(tmp_path, monkeypatch):

@@ -21,7 +21,7 @@ from pass_fairseq.cli import parse_cli
 from pass_fairseq.commands import JobError
 from pass_fairseq.errors import fail
 from pass_fairseq.results_table import plot, write_table
-from pass_fairseq.sweep import Sweep, forget_run, rebench, run_sweep
+from pass_fairseq.sweep import Sweep, forget_run, rebench, run_sweep, write_finetune_curves
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,7 +75,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             failed = run_sweep(sweep, only)
     except JobError as e:
         fail(str(e), code=1)
-    os.makedirs(sweep.results, exist_ok=True)
+    print(f"wrote {write_finetune_curves(sweep)}", file=sys.stderr)
     rows = write_table(sweep.results)
     for path in plot(sweep.results, rows):
         print(f"wrote {path}", file=sys.stderr)
