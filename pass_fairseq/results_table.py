@@ -114,47 +114,73 @@ def seed_difference(values: List[float], others: List[float]) -> str:
     return f"{diff} ({min(values) - max(others):+.2f} to {max(values) - min(others):+.2f})"
 
 
-def heads_per_kind(gates: dict) -> Dict[str, int]:
+def deployed_modules(run: dict) -> Optional[List[dict]]:
+    """``[{"name": module, "kept": [heads]}]`` of the pruned model a run scored: its
+    ``pruned_heads`` (from the pruned checkpoint), or for a result written before the sweep
+    recorded them its gates' own kept heads when they are as many as the pruned model kept
+    (then they are the same heads); None when neither is known."""
+    if run.get("pruned_heads") is not None:
+        return [{"name": name, "kept": kept} for name, kept in run["pruned_heads"].items()]
+    modules = run.get("gates", {}).get("modules")
+    if modules and sum(len(m["kept"]) for m in modules) == run.get("kept_heads"):
+        return [{"name": m["name"], "kept": m["kept"]} for m in modules]
+    return None
+
+
+def heads_per_kind(modules: List[dict]) -> Dict[str, int]:
     """Kept heads per module kind (encoder self, decoder self, decoder cross, in
-    ``gate_report.MODULE_KINDS`` order; 0 where a kind kept none) of a gate report."""
+    ``gate_report.MODULE_KINDS`` order; 0 where a kind kept none) of ``deployed_modules``."""
     from pass_fairseq.gate_report import MODULE_KINDS, layer_grid
 
-    grid = layer_grid({"modules": gates["modules"]})
+    grid = layer_grid({"modules": modules})
     return {label: sum(grid.get(label, [])) for _, _, label in MODULE_KINDS}
 
 
+def first_seeds(items: List[dict]) -> Dict[tuple, int]:
+    """(method, K) -> the lowest seed among ``items`` (runs or curve rows): the run a plot of
+    one seed per method shows."""
+    seeds: Dict[tuple, int] = {}
+    for r in items:
+        key = (r["method"], int(r["heads"]))
+        seeds[key] = min(int(r["seed"]), seeds.get(key, int(r["seed"])))
+    return seeds
+
+
 def comparison_rows(runs: List[dict]) -> List[dict]:
-    """Per K (ascending; best mean test BLEU first within a K), each method's differences from PASS and from the
-    equal-budget control, on test and on valid, and its kept heads per module kind (mean over
-    seeds). Tuning runs and the unpruned rows are left out."""
+    """Per K (ascending; best mean test BLEU first within a K), each method's test and valid
+    differences from PASS, its test difference from the equal-budget control, and the heads of
+    its pruned models per module kind (mean over seeds). Tuning runs and the unpruned rows are
+    left out."""
     from pass_fairseq.gate_report import MODULE_KINDS
 
     kind_labels = [label for _, _, label in MODULE_KINDS]
     scores: Dict[tuple, Dict[str, List[float]]] = defaultdict(lambda: {"test": [], "valid": []})
     kinds: Dict[tuple, List[Dict[str, int]]] = defaultdict(list)
+    labels: Dict[str, str] = {}
     for r in (r for r in runs if not r.get("tuning")):
-        key = (r.get("label", r["method"]), r["heads"])
+        key = (r["method"], r["heads"])
+        labels[r["method"]] = r.get("label", r["method"])
         for split in ("test", "valid"):
             if r.get(split, {}).get("sacrebleu") is not None:
                 scores[key][split].append(r[split]["sacrebleu"])
-        if r.get("gates"):
-            kinds[key].append(heads_per_kind(r["gates"]))
-    control = next((v for (label, _), v in scores.items() if label == COMPARED_WITH[1]), None)
+        modules = deployed_modules(r)
+        if modules:
+            kinds[key].append(heads_per_kind(modules))
+    reference, control = COMPARED_WITH
+    control_scores = next((v for (method, _), v in scores.items() if method == control), None)
     out = []
-    for heads in sorted({k for (label, k) in scores if label not in CONTROLS}):
-        pass_scores = scores.get((COMPARED_WITH[0], heads))
-        labels = sorted((label for (label, k) in scores if k == heads and label not in CONTROLS),
-                        key=lambda label: -statistics.mean(scores[label, heads]["test"] or [math.inf]))
-        for label in labels:
-            own = scores[label, heads]
-            per_kind = kinds.get((label, heads))
+    for heads in sorted({k for (method, k) in scores if method not in CONTROLS}):
+        pass_scores = scores.get((reference, heads))
+        methods = sorted((m for (m, k) in scores if k == heads and m not in CONTROLS),
+                         key=lambda m: -statistics.mean(scores[m, heads]["test"] or [-math.inf]))
+        for method in methods:
+            own, per_kind = scores[method, heads], kinds.get((method, heads))
+            versus_pass = method != reference and pass_scores
             out.append({
-                "K": heads, "method": label, "seeds": len(own["test"]), "test BLEU": _mean_spread(own["test"]),
-                "test - pass": "-" if label == COMPARED_WITH[0] or not pass_scores
-                else seed_difference(own["test"], pass_scores["test"]),
-                "valid - pass": "-" if label == COMPARED_WITH[0] or not pass_scores
-                else seed_difference(own["valid"], pass_scores["valid"]),
-                "test - control": seed_difference(own["test"], control["test"]) if control else "-",
+                "K": heads, "method": labels[method], "seeds": len(own["test"]), "test BLEU": _mean_spread(own["test"]),
+                "test - pass": seed_difference(own["test"], pass_scores["test"]) if versus_pass else "-",
+                "valid - pass": seed_difference(own["valid"], pass_scores["valid"]) if versus_pass else "-",
+                "test - control": seed_difference(own["test"], control_scores["test"]) if control_scores else "-",
                 "heads: " + " / ".join(kind_labels): " / ".join(
                     f"{statistics.mean(k[kind] for k in per_kind):.3g}" for kind in kind_labels) if per_kind else "-",
             })
@@ -235,9 +261,9 @@ def plot(results_dir: str, rows: Optional[List[dict]] = None) -> List[str]:
     written.append(_finish(plt, fig, ax, "decoding speed-up over the unpruned model",
                            "quality against measured decoding speed", os.path.join(results_dir, "bleu_vs_speedup.png")))
 
-    grids = [(r.get("label", r["method"]), r["gates"]) for r in runs
-             if r["heads"] == 16 and r["seed"] == min(x["seed"] for x in runs if x["method"] == r["method"])
-             and r.get("gates")]
+    seeds = first_seeds(runs)
+    grids = [(r.get("label", r["method"]), deployed_modules(r), max(len(m["gates"]) for m in r["gates"]["modules"]))
+             for r in runs if r["heads"] == 16 and r["seed"] == seeds[r["method"], 16] and deployed_modules(r)]
     if grids:
         written.append(_gate_maps(plt, grids, os.path.join(results_dir, "gates_k16.png")))
     curve = os.path.join(results_dir, "base_curve.csv")
@@ -253,19 +279,20 @@ def _finetune_curves(plt, csv_path: str, path: str, heads: int = 16) -> str:
     """Over the fine-tune's updates, for the first seed of every method at ``heads`` (and the
     control): the open heads of the methods whose count moves (left; the others hold exactly
     K throughout) and the training NLL (right)."""
-    curves: Dict[str, List[dict]] = defaultdict(list)
+    curves: Dict[tuple, List[dict]] = defaultdict(list)  # (label, run) -> its rows
     with open(csv_path, encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    first_seed = {m: min(int(r["seed"]) for r in rows if r["method"] == m) for m in {r["method"] for r in rows}}
+    seeds = first_seeds(rows)
     for r in rows:
-        if (int(r["heads"]) == heads or r["method"] in CONTROLS) and int(r["seed"]) == first_seed[r["method"]]:
-            curves[r["label"]].append(r)
+        if (int(r["heads"]) == heads or r["method"] in CONTROLS) and int(r["seed"]) == seeds[r["method"], int(r["heads"])]:
+            curves[r["label"], r["run"]].append(r)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    palette = plt.get_cmap("tab20").colors  # one colour per method in both panels
-    for i, (label, points) in enumerate(sorted(curves.items())):
+    palette = plt.get_cmap("tab20").colors  # one colour and dash per method in both panels: identical curves show
+    for i, ((label, _), points) in enumerate(sorted(curves.items())):
         updates = [int(p["updates"]) for p in points]
         opened = [float(p["pass_open"]) for p in points if p["pass_open"] != ""]
-        style = {"color": "black", "linestyle": "--"} if label in CONTROLS else {"color": palette[2 * i % 20 + i // 10 % 2]}
+        style = ({"color": "black", "linestyle": "--"} if label in CONTROLS else
+                 {"color": palette[2 * i % 20 + i // 10 % 2], "linestyle": ("-", "--", "-.", ":")[i % 4]})
         if opened and len(set(opened)) > 1:
             left.plot(updates, opened, label=label, **style)
         right.plot(updates, [float(p["nll_loss"]) for p in points], label=label, **style)
@@ -312,8 +339,9 @@ def _finish(plt, fig, ax, xlabel: str, title: str, path: str) -> str:
 
 
 def _gate_maps(plt, grids, path: str, columns: int = 4) -> str:
-    """Kept heads per attention module (rows: module kind, columns: layer), one panel per
-    method, ``columns`` panels a row."""
+    """Kept heads per attention module of each pruned model (rows: module kind, columns:
+    layer), one panel per method (``grids``: (label, ``deployed_modules``, heads per module)),
+    ``columns`` panels a row."""
     from pass_fairseq.gate_report import layer_grid
 
     rows = math.ceil(len(grids) / columns)
@@ -321,10 +349,9 @@ def _gate_maps(plt, grids, path: str, columns: int = 4) -> str:
     fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.4 * rows), squeeze=False)
     for ax in axes.flat[len(grids):]:
         ax.axis("off")
-    for ax, (label, gates) in zip(axes.flat, grids):
-        grid = layer_grid({"modules": gates["modules"]})
+    for ax, (label, modules, per_module) in zip(axes.flat, grids):
+        grid = layer_grid({"modules": modules})
         data = list(grid.values())
-        per_module = max(len(m["gates"]) for m in gates["modules"])
         ax.imshow(data, cmap="Blues", vmin=0, vmax=per_module, aspect="auto")
         for i, row in enumerate(data):
             for j, v in enumerate(row):
@@ -333,7 +360,8 @@ def _gate_maps(plt, grids, path: str, columns: int = 4) -> str:
         ax.set_yticks(range(len(grid)), list(grid), fontsize=7)
         ax.set_xticks(range(len(data[0])), [str(i) for i in range(len(data[0]))], fontsize=7)
         ax.set_xlabel("layer", fontsize=7)
-        ax.set_title(f"{label}: {gates['kept']} heads, {gates['modules_active']} modules", fontsize=8)
+        kept = [len(m["kept"]) for m in modules]
+        ax.set_title(f"{label}: {sum(kept)} heads, {sum(1 for k in kept if k)} modules", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -226,6 +226,11 @@ class Sweep:
     def finetune_dir(self, spec: RunSpec) -> str:
         return os.path.join(self.workdir, "finetunes", spec.finetune_name)
 
+    def finished_finetune_dir(self, result: dict) -> str:
+        """The folder of the fine-tune a finished run used (a reused tuning run's, or the one
+        its other K's share), as its result file names it."""
+        return os.path.join(self.workdir, "finetunes", result["finetune"])
+
     def tuning_results(self, spec: RunSpec) -> Optional[Dict[str, dict]]:
         """The finished tuning runs that choose ``spec``'s try (try name -> result), or None
         while one of them has not finished."""
@@ -316,34 +321,37 @@ def write_base_curve(sweep: Sweep) -> str:
     return path
 
 
+#: the training-log means that ``finetune_curves.csv`` holds (the gate counts: gated runs only)
+CURVE_KEYS = ("nll_loss", "pass_open", "pass_nonbinary")
 #: the columns of ``finetune_curves.csv``: the run, then one train_inner line's means
-FINETUNE_CURVE_FIELDS = ["run", "method", "label", "heads", "seed", "updates", "nll_loss", "pass_open",
-                         "pass_nonbinary"]
+FINETUNE_CURVE_FIELDS = ["run", "method", "label", "heads", "seed", "updates", *CURVE_KEYS]
 
 
 def write_finetune_curves(sweep: Sweep) -> str:
     """``RESULTS/finetune_curves.csv``: every finished fine-tune's training NLL and (gated
     runs) its open and non-binary gate counts at each ``--log-interval``, from its training
-    log. A run whose log is not on this machine keeps the rows it had (a clean checkout
-    rebuilding the table does not lose them)."""
+    log. A finished run whose log is not on this machine keeps the rows it had (a clean
+    checkout rebuilding the table does not lose them); rows of runs that are no longer
+    finished (``--redo``) or no longer in the config are dropped."""
     path = os.path.join(sweep.results, "finetune_curves.csv")
+    finished = [s for s in sweep.all_runs()
+                if not s.tuning and s.train and os.path.isfile(sweep.result_path(s))]
     rows: Dict[str, List[dict]] = {}
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
             for row in csv.DictReader(f):
                 rows.setdefault(row["run"], []).append(row)
-    for spec in sweep.all_runs():
-        if spec.tuning or not spec.train or not os.path.isfile(sweep.result_path(spec)):
-            continue
-        log = os.path.join(sweep.workdir, "finetunes", sweep.result(spec)["finetune"], "train.log")
+    rows = {s.name: rows[s.name] for s in finished if s.name in rows}
+    for spec in finished:
+        log = os.path.join(sweep.finished_finetune_dir(sweep.result(spec)), "train.log")
         if not os.path.isfile(log):
             continue
         with open(log, encoding="utf-8", errors="replace") as f:
             text = f.read()
-        gated = train_curve(text, FINETUNE_CURVE_FIELDS[-3:])
-        curve = gated or [(n, dict(v, pass_open="", pass_nonbinary="")) for n, v in train_curve(text, ["nll_loss"])]
-        rows[spec.name] = [dict(values, run=spec.name, method=spec.method, label=spec.label or spec.method, heads=spec.heads,
-                                seed=spec.seed, updates=n) for n, values in curve]
+        curve = train_curve(text, CURVE_KEYS) or [(n, dict(v, pass_open="", pass_nonbinary=""))
+                                                  for n, v in train_curve(text, CURVE_KEYS[:1])]
+        rows[spec.name] = [dict(values, run=spec.name, method=spec.method, label=spec.label or spec.method,
+                                heads=spec.heads, seed=spec.seed, updates=n) for n, values in curve]
     os.makedirs(sweep.results, exist_ok=True)
     with open(path + ".tmp", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=FINETUNE_CURVE_FIELDS)
@@ -458,7 +466,7 @@ def prune_and_score(sweep: Sweep, spec: RunSpec, selected: str, how: str, work: 
     check(run(cmd, show=False), f"{spec.name}: pass-prune-checkpoint")
     kept = load_checkpoint(pruned)["pass_pruned_heads"]
     return dict(score(sweep, pruned, work), kept_heads=sum(len(v) for v in kept.values()),
-                modules_active=sum(1 for v in kept.values() if v))
+                modules_active=sum(1 for v in kept.values() if v), pruned_heads=kept)
 
 
 def score(sweep: Sweep, checkpoint: str, work: str) -> dict:
@@ -479,10 +487,7 @@ def run_sweep(sweep: Sweep, only: Optional[List[str]] = None) -> int:
 
     def pending() -> List[RunSpec]:
         todo = [s for s in sweep.all_runs() if s.name not in attempted and not os.path.isfile(sweep.result_path(s))]
-        if not only:
-            return todo
-        rank = {name: i for i, name in enumerate(only)}
-        return sorted((s for s in todo if named(s, only)), key=lambda s: rank.get(s.name, rank.get(s.method)))
+        return selected_runs(todo, only)
 
     todo = pending()
     runs = sweep.all_runs()
@@ -525,9 +530,14 @@ def _run_and_record(sweep: Sweep, spec: RunSpec, data: str) -> bool:
     return True
 
 
-def named(spec: RunSpec, only: Optional[List[str]]) -> bool:
-    """Whether ``spec`` is among ``only`` (methods or run names); every run is when it is empty."""
-    return not only or spec.name in only or spec.method in only
+def selected_runs(specs: List[RunSpec], only: Optional[List[str]]) -> List[RunSpec]:
+    """The runs of ``specs`` that ``only`` names (by run name or method), in the order it names
+    them (a method's runs in ``specs``'s order); all of ``specs`` when ``only`` is empty."""
+    if not only:
+        return list(specs)
+    rank = {name: i for i, name in enumerate(only)}
+    chosen = [s for s in specs if s.name in rank or s.method in rank]
+    return sorted(chosen, key=lambda s: rank.get(s.name, rank.get(s.method)))
 
 
 def rebench(sweep: Sweep, only: Optional[List[str]] = None) -> int:
@@ -536,12 +546,12 @@ def rebench(sweep: Sweep, only: Optional[List[str]] = None) -> int:
     and one version of the decoding code. Each result is rewritten as soon as it is timed, so
     an interrupted rebench goes on with ``only``. Returns how many runs were timed."""
     timed = 0
-    for spec in sweep.all_runs():
+    for spec in selected_runs(sweep.all_runs(), only):
         path = sweep.result_path(spec)
-        if not spec.prune or not os.path.isfile(path) or not named(spec, only):
+        if not spec.prune or not os.path.isfile(path):
             continue
         result = sweep.result(spec)
-        selected = os.path.join(sweep.workdir, "finetunes", result["finetune"], result["selected"])
+        selected = os.path.join(sweep.finished_finetune_dir(result), result["selected"])
         print(f"sweep: timing {spec.name} again ({selected})", flush=True)
         result["bench"] = bench_ratios(sweep, selected, spec.heads, os.path.join(sweep.run_dir(spec), "bench"))
         write_json(path, result, indent=1)

@@ -61,16 +61,25 @@ def test_every_method_gets_the_same_fine_tune(tmp_path):
     assert "transformer_pass_iwslt" in b and b[-4:] == ["--pass-target-heads", "16", "--seed-x", "1"]
 
 
-def _run(method, heads, seed, test, label=None, speedup=None, kept=None):
+MODULES = [f"{side}.layers.{i}.{attn}" for side, attn in (("encoder", "self_attn"), ("decoder", "self_attn"),
+                                                          ("decoder", "encoder_attn")) for i in range(2)]
+
+
+def _pruned(heads):
+    """K heads, four a module in MODULES order: K = 8 is all encoder, K = 16 encoder and decoder self."""
+    return {name: list(range(min(4, max(0, heads - 4 * i)))) for i, name in enumerate(MODULES)}
+
+
+def _run(method, heads, seed, test, label=None, speedup=None, kept=None, pruned=True):
+    """A run's result; its gates keep all 24 heads by themselves, its pruned model K (``pruned_heads``)."""
     run = {"method": method, "label": label or method, "heads": heads, "seed": seed, "kept_heads": kept or heads,
            "modules_active": 6, "on_target": True, "valid": {"sacrebleu": test - 1},
            "test": {"sacrebleu": test, "by_origin": {"ding_sentences": test - 5, "libreoffice": test + 5}},
            "finetune_seconds": 600.0, "updates": 541, "selected": "checkpoint_best.pt",
-           "gates": {"kept": heads, "modules_active": 6, "modules": [
-               {"name": f"{side}.layers.{i}.{attn}", "kept": list(range(min(4, heads))),
-                "gates": [1.0 if h < heads else 0.0 for h in range(4)]}
-               for side, attn in (("encoder", "self_attn"), ("decoder", "self_attn"), ("decoder", "encoder_attn"))
-               for i in range(2)]}}
+           "gates": {"kept": 24, "modules_active": 6, "modules": [
+               {"name": name, "kept": [0, 1, 2, 3], "gates": [1.0] * 4} for name in MODULES]}}
+    if pruned:
+        run["pruned_heads"] = _pruned(heads)
     if speedup:
         run["bench"] = {"speedup": speedup, "time_over_ideal": 1.04}
     return run
@@ -81,25 +90,28 @@ def test_table_and_plots_come_from_the_run_files(tmp_path):
     runs.mkdir()
     made = [_run("control", 72, 1, 16.8, speedup=1.0), _run("base", 72, 1, 14.6, speedup=1.0),
             _run("pass", 16, 1, 15.0, speedup=1.3), _run("pass", 16, 2, 15.4, speedup=1.32),
-            _run("pass", 8, 1, 13.0, speedup=1.5), _run("dsp", 16, 1, 14.0, speedup=1.25)]
+            _run("pass", 8, 1, 13.0, speedup=1.5), _run("dsp", 16, 1, 14.0, speedup=1.25),
+            _run("voita", 16, 1, 12.0, pruned=False)]
     for r in made:
         (runs / f"{r['method']}-k{r['heads']}-s{r['seed']}.json").write_text(json.dumps(r))
     rows = write_table(str(tmp_path))
     with open(tmp_path / "table.csv") as f:
-        assert len(list(csv.DictReader(f))) == 6
+        assert len(list(csv.DictReader(f))) == 7
     summary = {(r["method"], r["K"]): r for r in summary_rows(rows)}
     assert summary[("pass", 16)]["test BLEU"] == "15.20 (15.00-15.40, n=2)"
     assert summary[("pass", 16)]["Ding"] == "10.20 (10.00-10.40, n=2)"
     assert summary[("control", 72)]["speed-up"] == "1.00"
     compared = {(r["method"], r["K"]): r for r in comparison_rows(load_runs(str(tmp_path)))}
-    assert list(compared) == [("pass", 8), ("pass", 16), ("dsp", 16)]  # best first per K; no unpruned rows
+    assert list(compared) == [("pass", 8), ("pass", 16), ("dsp", 16), ("voita", 16)]  # best first per K
     assert compared[("dsp", 16)]["test - pass"] == "-1.20 (-1.40 to -1.00)"  # 14.0 against seeds 15.0, 15.4
     assert compared[("dsp", 16)]["test - control"] == "-2.80"
     assert compared[("pass", 16)]["test - pass"] == "-"
-    assert compared[("pass", 8)]["heads: encoder self / decoder self / decoder cross"] == "8 / 8 / 8"
+    kinds = "heads: encoder self / decoder self / decoder cross"
+    assert compared[("pass", 8)][kinds] == "8 / 0 / 0" and compared[("pass", 16)][kinds] == "8 / 8 / 0"
+    assert compared[("voita", 16)][kinds] == "-"  # pruned heads not recorded and its own 24 are not its K
     assert "| 16 | dsp | 1 | 14.00 | -1.20" in (tmp_path / "comparison.md").read_text()
     md = (tmp_path / "table.md").read_text()
-    assert md.count("\n") == 2 + 5 and "| dsp | 16 | 1 |" in md
+    assert md.count("\n") == 2 + 6 and "| dsp | 16 | 1 |" in md
     (tmp_path / "base_curve.csv").write_text("updates,valid_loss,valid_nll_loss,valid_ppl\n448,8.1,7.2,150.0\n"
                                              "896,7.0,6.0,64.0\n")
     (tmp_path / "finetune_curves.csv").write_text(
@@ -242,24 +254,33 @@ def test_finetune_curves_come_from_the_logs_and_survive_a_checkout_without_them(
     monkeypatch.chdir(tmp_path)
     sweep = Sweep.load(write_config(tmp_path))
     runs = {r.name: r for r in sweep.runs}
-    lines = {"control-k72-s1": "loss=5.1, nll_loss=4.4, ppl=21.1, num_updates=25",
-             "pass-k16-s1": "loss=6.1, nll_loss=4.9, pass_open=13.76, pass_closed=0, pass_nonbinary=58.24, num_updates=25"}
-    for name, line in lines.items():
-        _finished(sweep, name, 14.0)
-        result = sweep.result(runs[name])
-        write_json(sweep.result_path(runs[name]), dict(result, finetune=runs[name].finetune_name))
-        os.makedirs(sweep.finetune_dir(runs[name]))
-        with open(os.path.join(sweep.finetune_dir(runs[name]), "train.log"), "w") as f:
+    logs = {  # run -> (the fine-tune its result names, its one train_inner line): pass-k8-s1 reused pass-k16-s1's
+        "control-k72-s1": ("control-s1", "loss=5.1, nll_loss=4.4, ppl=21.1, num_updates=25"),
+        "pass-k16-s1": ("pass-tuned", "nll_loss=4.9, pass_open=13.76, pass_nonbinary=58.24, num_updates=25"),
+        "pass-k8-s1": ("pass-k8-own", "nll_loss=5.5, pass_open=8, pass_nonbinary=0, num_updates=25"),
+        "pass-k8-s2": ("elsewhere", "nll_loss=9.9, pass_open=1, pass_nonbinary=0, num_updates=25")}
+    for name, (finetune, line) in logs.items():
+        os.makedirs(os.path.join("work", "finetunes", finetune))
+        with open(os.path.join("work", "finetunes", finetune, "train.log"), "w") as f:
             f.write(f"2026-11-26 08:18:36 | INFO | train_inner | epoch 001:     25 / 69 {line}\n")
+        if name != "pass-k8-s2":  # not finished: its log is not read
+            _finished(sweep, name, 14.0)
+            write_json(sweep.result_path(runs[name]), dict(sweep.result(runs[name]), finetune=finetune))
     path = sweep_module.write_finetune_curves(sweep)
     with open(path) as f:
         made = list(csv.DictReader(f))
-    assert [(r["run"], r["updates"], r["nll_loss"], r["pass_open"]) for r in made] == [
-        ("control-k72-s1", "25", "4.4", ""), ("pass-k16-s1", "25", "4.9", "13.76")]
+    assert [tuple(r.values()) for r in made] == [
+        ("control-k72-s1", "control", "control", "72", "1", "25", "4.4", "", ""),
+        ("pass-k16-s1", "pass", "pass", "16", "1", "25", "4.9", "13.76", "58.24"),
+        ("pass-k8-s1", "pass", "pass", "8", "1", "25", "5.5", "8.0", "0.0")]
     shutil.rmtree(sweep.workdir)  # a clean checkout: no logs, the committed rows stay
     sweep_module.write_finetune_curves(sweep)
     with open(path) as f:
         assert list(csv.DictReader(f)) == made
+    os.remove(sweep.result_path(runs["pass-k8-s1"]))  # --redo: its old curve goes
+    sweep_module.write_finetune_curves(sweep)
+    with open(path) as f:
+        assert [r["run"] for r in csv.DictReader(f)] == ["control-k72-s1", "pass-k16-s1"]
 
 
 def test_rebench_times_the_finished_pruned_runs_again_and_keeps_their_scores(tmp_path, monkeypatch):
@@ -298,10 +319,13 @@ def test_prune_and_score_prunes_to_k_or_to_the_own_heads_into_a_new_folder(tmp_p
     sweep = Sweep.load(write_config(tmp_path))
     spec = next(r for r in sweep.runs if r.name == "pass-k8-s1")
     own = sweep_module.prune_and_score(sweep, spec, ckpt, "gates", str(tmp_path / "new" / "own"))
+    pruned_heads = own.pop("pruned_heads")
     assert own == {"scored": "pruned.pt", "kept_heads": 7, "modules_active": 3}
+    assert sum(map(len, pruned_heads.values())) == 7 and sum(1 for v in pruned_heads.values() if v) == 3
     assert os.path.isfile(tmp_path / "new" / "own" / "pruned.pt")
     cut = sweep_module.prune_and_score(sweep, spec, ckpt, "heads", str(tmp_path / "new" / "cut"))
-    assert cut["kept_heads"] == 8
+    assert cut["kept_heads"] == sum(map(len, cut["pruned_heads"].values())) == 8
+    assert all(set(pruned_heads[m]) <= set(cut["pruned_heads"][m]) for m in pruned_heads)  # the own 7 among the top 8
 
 
 STRONGEST = dict(CONFIG, runs=CONFIG["runs"] + [
@@ -358,6 +382,21 @@ def test_only_runs_the_named_runs_and_methods_in_the_order_named(tmp_path, monke
                         {"valid": {"sacrebleu": 1.0}, "test": {"sacrebleu": 1.0}, "kept_heads": spec.heads})
     assert sweep_module.run_sweep(sweep, ["pass-k8-s2", "control", "pass-k16-s1"]) == 0
     assert done == ["pass-k8-s2", "control-k72-s1"]  # pass-k16-s1 had finished; pass-k16-s2, pass-k8-s1 not named
+    assert [s.name for s in sweep_module.selected_runs(sweep.runs, ["pass-k8-s2", "pass"])] == [
+        "pass-k8-s2", "pass-k16-s1", "pass-k16-s2", "pass-k8-s1"]  # a named run before its method's others, once
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--only", "pass,nope"], "--only nope: no such method or run"),
+    (["--only", "pass-k16-s1", "--table"], "--table rebuilds the table from every finished run"),
+])
+def test_bad_only_is_a_one_line_error(tmp_path, capsys, argv, message):
+    from pass_fairseq.cli.sweep import main
+
+    with pytest.raises(SystemExit) as e:
+        main([write_config(tmp_path), *argv])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and err.count("\n") == 1
 
 
 def test_bad_strongest_baseline_config_is_refused(tmp_path):

@@ -67,10 +67,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     unknown = sorted(set(only) - {s.method for s in sweep.all_runs()} - set(names))
     if unknown:
         fail(f"--only {','.join(unknown)}: no such method or run in {args.config} (see --list)")
+    if only and args.table:
+        fail("--only: --table rebuilds the table from every finished run; drop --only")
     failed = 0
     try:
         if args.rebench:
-            rebench(sweep, only)
+            timed = rebench(sweep, only)
+            print(f"sweep: timed {timed} finished pruned run(s) again", file=sys.stderr)
+            if not timed:
+                failed = 1
         elif not args.table:
             failed = run_sweep(sweep, only)
     except JobError as e:
