@@ -20,8 +20,10 @@ rounds: every method's first K, then every method's second K, and so on.
 Per run:
 
 1. ``prepare`` (optional): ``random`` or ``michel`` writes a gated checkpoint holding a
-   binary mask of K heads (``pass-michel-prune``), which the fine-tune starts from instead of
-   the base, with the mask fixed (``--pass-method fixed``);
+   binary mask of K heads (``pass-michel-prune``, once per kind and seed for every K), which
+   the fine-tune starts from instead of the base, with the mask fixed (``--pass-method
+   fixed``); with ``"train": false`` the mask itself is scored, not fine-tuned (Michel "as
+   is");
 2. fine-tune: ``fairseq-train`` on the shards (one shard an epoch), from the base (or the
    prepared mask) with ``--finetune-from-model``;
 3. select ``checkpoint_best.pt`` (on target: ``--best-checkpoint-metric pass_loss``) when
@@ -86,7 +88,7 @@ class RunSpec:
     select: str = "best"  #: best | last
     prune: Optional[str] = "heads"  #: heads | gates | None (unpruned)
     label: str = ""
-    train: bool = True  #: False: score the base itself (the unpruned row)
+    train: bool = True  #: False: score the base (the unpruned row), or the prepared mask, without a fine-tune
     tries: Dict[str, List[str]] = field(default_factory=dict)  #: try name -> extra flags
     choose: str = "valid"  #: valid | own_count: how the try is chosen (sweep_tuning.choose_try)
     tries_from: Optional[str] = None  #: the method whose tuning runs choose this run's try
@@ -389,12 +391,13 @@ def bench_ratios(sweep: Sweep, gated: str, heads: int, work: str) -> dict:
 
 def prepare_mask(sweep: Sweep, spec: RunSpec) -> str:
     """The gated checkpoint holding the binary mask of K heads that ``spec.prepare`` chooses
-    (``michel`` or ``random``, by ``pass-michel-prune``), made once per method and seed for
-    every K of the sweep (Michel's iterative pruning passes through them all anyway)."""
-    out_dir = os.path.join(sweep.workdir, "masks", f"{spec.method}-s{spec.seed}")
+    (``michel`` or ``random``, by ``pass-michel-prune``), made once per kind and seed for
+    every K of the sweep (Michel's iterative pruning passes through them all anyway) and
+    shared by every run that prepares that kind (fine-tuned or scored as is)."""
+    out_dir = os.path.join(sweep.workdir, "masks", f"{spec.prepare}-s{spec.seed}")
     path = os.path.join(out_dir, f"{spec.prepare}_k{spec.heads}.pt")
     if not os.path.isfile(path):
-        ks = sorted({r.heads for r in sweep.all_runs() if r.method == spec.method and r.seed == spec.seed},
+        ks = sorted({r.heads for r in sweep.all_runs() if r.prepare == spec.prepare and r.seed == spec.seed},
                     reverse=True)
         os.makedirs(out_dir, exist_ok=True)
         cmd = [tool("pass-michel-prune"), sweep.data_bin, sweep.base_checkpoint, "--heads", ",".join(map(str, ks)),
@@ -407,11 +410,16 @@ def prepare_mask(sweep: Sweep, spec: RunSpec) -> str:
     return path
 
 
+def starting_checkpoint(sweep: Sweep, spec: RunSpec) -> str:
+    """What a run starts from: its prepared mask (``prepare``), else the base."""
+    return prepare_mask(sweep, spec) if spec.prepare else sweep.base_checkpoint
+
+
 def fine_tune(sweep: Sweep, spec: RunSpec, data: str, work: str, result: dict) -> str:
     """Run (or resume) the fine-tune; returns the selected checkpoint and fills ``result``."""
     train_dir = sweep.finetune_dir(spec)
     os.makedirs(train_dir, exist_ok=True)
-    init = prepare_mask(sweep, spec) if spec.prepare else sweep.base_checkpoint
+    init = starting_checkpoint(sweep, spec)
     log = os.path.join(train_dir, "train.log")
     cmd = sweep.finetune_command(spec, data, init, train_dir)
     done = os.path.join(train_dir, "finished.json")  # a fine-tune shared across K's runs once
@@ -437,8 +445,9 @@ def run_one(sweep: Sweep, spec: RunSpec, data: str) -> dict:
     if spec.train:
         selected = fine_tune(sweep, spec, data, work, result)
     else:
-        selected = sweep.base_checkpoint
-        result.update(selected="base", updates=checkpoint_updates(selected), finetune_seconds=0.0)
+        selected = starting_checkpoint(sweep, spec)
+        result.update(selected=os.path.basename(selected) if spec.prepare else "base",
+                      updates=checkpoint_updates(selected), finetune_seconds=0.0)
     if spec.arch == "gated":
         gates = gate_summary(selected, spec.heads)
         result["gates"] = gates

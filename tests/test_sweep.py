@@ -406,3 +406,31 @@ def test_bad_strongest_baseline_config_is_refused(tmp_path):
     bad = dict(STRONGEST, strongest_baseline={"among": ["dsp"], "heads": 16, "seeds": [1, 2]})
     with pytest.raises(JobError, match="listed already: dsp-k16-s1"):
         Sweep.load(write_config(tmp_path, bad))
+
+
+def test_a_prepared_mask_scored_as_is_shares_the_fine_tuned_runs_mask_and_trains_nothing(tmp_path, monkeypatch):
+    import pass_fairseq.sweep as sweep_module
+
+    monkeypatch.chdir(tmp_path)
+    config = dict(CONFIG, runs=[
+        {"method": "michel", "heads": [16, 8], "prepare": "michel", "prune": "gates", "flags": []},
+        {"method": "michel-as-is", "heads": [16, 8], "prepare": "michel", "train": False, "prune": "gates",
+         "flags": []}])
+    sweep = Sweep.load(write_config(tmp_path, config))
+    runs = {r.name: r for r in sweep.runs}
+    mask = os.path.join("work", "masks", "michel-s1", "michel_k16.pt")
+    os.makedirs(os.path.dirname(mask))
+    torch.save({"model": {}, "optimizer_history": [{"num_updates": 100}]}, mask)
+    assert sweep_module.starting_checkpoint(sweep, runs["michel-k16-s1"]) == mask
+    assert sweep_module.starting_checkpoint(sweep, runs["michel-as-is-k16-s1"]) == mask
+
+    def no_fine_tune(*args):
+        raise AssertionError("a run with train false was fine-tuned")
+
+    monkeypatch.setattr(sweep_module, "fine_tune", no_fine_tune)
+    monkeypatch.setattr(sweep_module, "gate_summary", lambda ckpt, k: {"on_target": True, "kept": k, "ckpt": ckpt})
+    monkeypatch.setattr(sweep_module, "prune_and_score", lambda sw, spec, ckpt, how, work: {"pruned": (ckpt, how)})
+    monkeypatch.setattr(sweep_module, "bench_ratios", lambda sw, ckpt, k, work: {"speedup": 1.5})
+    result = sweep_module.run_one(sweep, runs["michel-as-is-k16-s1"], "data")
+    assert result["selected"] == "michel_k16.pt" and result["finetune_seconds"] == 0.0 and result["updates"] == 100
+    assert result["pruned"] == (mask, "gates") and result["gates"]["ckpt"] == mask
