@@ -46,7 +46,8 @@ flags do not depend on K (no ``{K}``, no ``prepare``) shares one fine-tune acros
 
 ``"strongest_baseline": {"among": ["dsp", ...], "heads": 16, "seeds": [2, 3]}``: once every
 listed method's first-seed run at that K has finished, the one with the best valid sacreBLEU
-is run again with ``seeds`` (:meth:`Sweep.all_runs`; a running sweep picks them up).
+is run again with those of ``seeds`` that its entry does not list already (:meth:`Sweep.all_runs`;
+a running sweep picks them up).
 """
 import csv
 import json
@@ -186,9 +187,6 @@ class Sweep:
             missing = [m for m in best["among"] if k not in by_method.get(m, {}).get("heads", [])]
             if missing:
                 raise JobError(f"{path}: strongest_baseline: no run of {', '.join(missing)} at K = {k}")
-            clash = sorted(r.name for r in runs if r.method in best["among"] and r.heads == k and r.seed in best["seeds"])
-            if clash:
-                raise JobError(f"{path}: strongest_baseline: its seeds are listed already: {', '.join(clash)}")
         return cls(raw["corpus"], raw["workdir"], raw["results"], raw["base"], raw["finetune"],
                    raw.get("bench", {}), runs, best, by_method)
 
@@ -203,12 +201,14 @@ class Sweep:
         return None if results is None else strongest({r.method: res for r, res in zip(firsts, results)})
 
     def all_runs(self) -> List[RunSpec]:
-        """``runs`` and, once it is decided, the strongest baseline's runs with more seeds."""
+        """``runs`` and, once it is decided, the strongest baseline's runs with more seeds (those
+        its entry does not list already)."""
         method = self.strongest_baseline()
         if method is None:
             return list(self.runs)
-        k = self.strongest["heads"]
-        return self.runs + [_run_spec(self.entries[method], k, seed) for seed in self.strongest["seeds"]]
+        k, listed = self.strongest["heads"], {r.name for r in self.runs}
+        extra = [_run_spec(self.entries[method], k, seed) for seed in self.strongest["seeds"]]
+        return self.runs + [r for r in extra if r.name not in listed]
 
     # ---- paths ----------------------------------------------------------------------
     @property

@@ -403,9 +403,17 @@ def test_bad_strongest_baseline_config_is_refused(tmp_path):
     bad = dict(STRONGEST, strongest_baseline={"among": ["dsp", "random"], "heads": 16, "seeds": [2]})
     with pytest.raises(JobError, match="no run of random at K = 16"):
         Sweep.load(write_config(tmp_path, bad))
-    bad = dict(STRONGEST, strongest_baseline={"among": ["dsp"], "heads": 16, "seeds": [1, 2]})
-    with pytest.raises(JobError, match="listed already: dsp-k16-s1"):
-        Sweep.load(write_config(tmp_path, bad))
+
+
+def test_the_strongest_baselines_seeds_that_its_entry_lists_already_are_not_added_twice(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = dict(STRONGEST, strongest_baseline={"among": ["dsp", "ste"], "heads": 16, "seeds": [2, 3]})
+    config["runs"] = [dict(r, seeds_at={"16": [1, 2]}) if r["method"] == "dsp" else r for r in config["runs"]]
+    sweep = Sweep.load(write_config(tmp_path, config))
+    _finished(sweep, "dsp-k16-s1", 15.0)
+    _finished(sweep, "ste-k16-s1", 14.0)
+    names = [r.name for r in sweep.all_runs()]
+    assert names.count("dsp-k16-s2") == 1 and names[-1] == "dsp-k16-s3"
 
 
 def test_a_prepared_mask_scored_as_is_shares_the_fine_tuned_runs_mask_and_trains_nothing(tmp_path, monkeypatch):
