@@ -20,7 +20,7 @@ rounds: every method's first K, then every method's second K, and so on.
 Per run:
 
 1. ``prepare`` (optional): ``random`` or ``michel`` writes a gated checkpoint holding a
-   binary mask of K heads (``pass-michel-prune``, once per kind and seed for every K), which
+   binary mask of K heads (``pass-michel-prune``, once per kind and seed), which
    the fine-tune starts from instead of the base, with the mask fixed (``--pass-method
    fixed``); with ``"train": false`` the mask itself is scored, not fine-tuned (Michel "as
    is");
@@ -391,14 +391,19 @@ def bench_ratios(sweep: Sweep, gated: str, heads: int, work: str) -> dict:
 
 def prepare_mask(sweep: Sweep, spec: RunSpec) -> str:
     """The gated checkpoint holding the binary mask of K heads that ``spec.prepare`` chooses
-    (``michel`` or ``random``, by ``pass-michel-prune``), made once per kind and seed for
-    every K of the sweep (Michel's iterative pruning passes through them all anyway) and
-    shared by every run that prepares that kind (fine-tuned or scored as is)."""
+    (``michel`` or ``random``, by ``pass-michel-prune``), shared by every run that prepares that
+    kind with that seed (fine-tuned or scored as is). One call per kind and seed makes the
+    masks of every K that any run of the kind asks for, at any seed: Michel's iterative
+    pruning stops at each of them on its way down, so every seed takes the same steps. An
+    existing mask folder without this K is an error (it would be remade and change the masks
+    that finished runs started from)."""
     out_dir = os.path.join(sweep.workdir, "masks", f"{spec.prepare}-s{spec.seed}")
     path = os.path.join(out_dir, f"{spec.prepare}_k{spec.heads}.pt")
     if not os.path.isfile(path):
-        ks = sorted({r.heads for r in sweep.all_runs() if r.prepare == spec.prepare and r.seed == spec.seed},
-                    reverse=True)
+        if os.path.isdir(out_dir) and os.listdir(out_dir):
+            raise JobError(f"{spec.name}: {out_dir} holds masks made without K = {spec.heads}; move it away to make "
+                           f"them all again (the runs that started from them then need --redo)")
+        ks = sorted({r.heads for r in sweep.all_runs() if r.prepare == spec.prepare}, reverse=True)
         os.makedirs(out_dir, exist_ok=True)
         cmd = [tool("pass-michel-prune"), sweep.data_bin, sweep.base_checkpoint, "--heads", ",".join(map(str, ks)),
                "--save-dir", out_dir, "--seed", str(spec.seed), "--cpu",
@@ -560,7 +565,8 @@ def rebench(sweep: Sweep, only: Optional[List[str]] = None) -> int:
         if not spec.prune or not os.path.isfile(path):
             continue
         result = sweep.result(spec)
-        selected = os.path.join(sweep.finished_finetune_dir(result), result["selected"])
+        selected = (os.path.join(sweep.finished_finetune_dir(result), result["selected"]) if spec.train
+                    else starting_checkpoint(sweep, spec))
         print(f"sweep: timing {spec.name} again ({selected})", flush=True)
         result["bench"] = bench_ratios(sweep, selected, spec.heads, os.path.join(sweep.run_dir(spec), "bench"))
         write_json(path, result, indent=1)

@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -442,3 +443,32 @@ def test_a_prepared_mask_scored_as_is_shares_the_fine_tuned_runs_mask_and_trains
     result = sweep_module.run_one(sweep, runs["michel-as-is-k16-s1"], "data")
     assert result["selected"] == "michel_k16.pt" and result["finetune_seconds"] == 0.0 and result["updates"] == 100
     assert result["pruned"] == (mask, "gates") and result["gates"]["ckpt"] == mask
+    monkeypatch.setattr(sweep_module, "bench_ratios", lambda sw, ckpt, k, work: {"timed": ckpt})
+    write_json(sweep.result_path(runs["michel-as-is-k16-s1"]), result)
+    assert sweep_module.rebench(sweep, ["michel-as-is"]) == 1  # no fine-tune to find: the mask is timed
+    assert sweep.result(runs["michel-as-is-k16-s1"])["bench"] == {"timed": mask}
+
+
+def test_masks_of_one_kind_take_the_same_steps_at_every_seed_and_are_never_remade(tmp_path, monkeypatch):
+    import pass_fairseq.sweep as sweep_module
+
+    monkeypatch.chdir(tmp_path)
+    config = dict(CONFIG, runs=[
+        {"method": "michel", "heads": [16, 8], "seeds_at": {"16": [1, 2]}, "prepare": "michel", "prune": "gates",
+         "flags": []},
+        {"method": "michel-as-is", "heads": [16, 4], "prepare": "michel", "train": False, "prune": "gates",
+         "flags": []}])
+    sweep = Sweep.load(write_config(tmp_path, config))
+    runs = {r.name: r for r in sweep.runs}
+    commands = []
+    monkeypatch.setattr(sweep_module, "run", lambda cmd, log=None, **kw: commands.append(cmd) or 0)
+    monkeypatch.setattr(sweep_module, "check", lambda rc, what, log=None: None)
+    path = sweep_module.prepare_mask(sweep, runs["michel-k16-s2"])
+    assert path == os.path.join("work", "masks", "michel-s2", "michel_k16.pt")
+    cmd = commands[0]
+    assert cmd[cmd.index("--heads") + 1] == "16,8,4" and cmd[cmd.index("--seed") + 1] == "2"
+    with open(os.path.join("work", "masks", "michel-s2", "michel_k16.pt"), "w") as f:
+        f.write("made")
+    with pytest.raises(JobError, match="holds masks made without K = 8"):
+        sweep_module.prepare_mask(sweep, replace(runs["michel-k16-s2"], heads=8))
+    assert sweep_module.prepare_mask(sweep, runs["michel-k16-s2"]) == path and len(commands) == 1
