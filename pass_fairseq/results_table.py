@@ -241,14 +241,15 @@ def plot(results_dir: str, rows: Optional[List[dict]] = None) -> List[str]:
     for r in rows:
         if r["test_bleu"] is not None:
             by_label[r["label"]][r["heads"]].append(r["test_bleu"])
+    styles = method_styles(plt, by_label)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, points in sorted(by_label.items()):
         ks = sorted(points)
         means = [statistics.mean(points[k]) for k in ks]
         if label in CONTROLS:
-            ax.axhline(means[0], linestyle="--", color="gray" if label == "base" else "black", label=label)
+            ax.axhline(means[0], label=label, **styles[label])
             continue
-        ax.plot(ks, means, marker="o", label=label)
+        ax.plot(ks, means, label=label, **styles[label])
     written.append(_finish(plt, fig, ax, "heads kept (K)", "test BLEU against K",
                            os.path.join(results_dir, "bleu_vs_k.png")))
 
@@ -257,7 +258,8 @@ def plot(results_dir: str, rows: Optional[List[dict]] = None) -> List[str]:
         pts = [(r["speedup"], r["test_bleu"]) for r in rows
                if r["label"] == label and r["speedup"] not in ("", None) and r["test_bleu"] is not None]
         if pts:
-            ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=label)
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=label, color=styles[label]["color"],
+                       marker=styles[label].get("marker", "o"))
     written.append(_finish(plt, fig, ax, "decoding speed-up over the unpruned model",
                            "quality against measured decoding speed", os.path.join(results_dir, "bleu_vs_speedup.png")))
 
@@ -271,14 +273,25 @@ def plot(results_dir: str, rows: Optional[List[dict]] = None) -> List[str]:
         written.append(_base_curve(plt, curve, os.path.join(results_dir, "base_valid.png")))
     curves = os.path.join(results_dir, "finetune_curves.csv")
     if os.path.isfile(curves):
-        written.append(_finetune_curves(plt, curves, os.path.join(results_dir, "finetune_k16.png")))
+        written.append(_finetune_curves(plt, curves, os.path.join(results_dir, "finetune_k16.png"), styles))
     return written
 
 
-def _finetune_curves(plt, csv_path: str, path: str, heads: int = 16) -> str:
+def method_styles(plt, labels) -> Dict[str, dict]:
+    """One look per method label, the same in every plot: the controls dashed (the base gray,
+    the control black), every other label its own colour, dash and marker."""
+    palette = plt.get_cmap("tab20").colors
+    styles = {"base": {"color": "gray", "linestyle": "--"}, "control": {"color": "black", "linestyle": "--"}}
+    for i, label in enumerate(sorted(set(labels) - set(CONTROLS))):
+        styles[label] = {"color": palette[2 * i % 20 + i // 10 % 2], "linestyle": ("-", "--", "-.", ":")[i % 4],
+                         "marker": "osD^vP"[i % 6]}
+    return styles
+
+
+def _finetune_curves(plt, csv_path: str, path: str, styles: Dict[str, dict], heads: int = 16) -> str:
     """Over the fine-tune's updates, for the first seed of every method at ``heads`` (and the
     control): the open heads of the methods whose count moves (left; the others hold exactly
-    K throughout) and the training NLL (right)."""
+    K throughout) and the training NLL (right); ``styles``: :func:`method_styles`."""
     curves: Dict[tuple, List[dict]] = defaultdict(list)  # (label, run) -> its rows
     with open(csv_path, encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
@@ -287,12 +300,11 @@ def _finetune_curves(plt, csv_path: str, path: str, heads: int = 16) -> str:
         if (int(r["heads"]) == heads or r["method"] in CONTROLS) and int(r["seed"]) == seeds[r["method"], int(r["heads"])]:
             curves[r["label"], r["run"]].append(r)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    palette = plt.get_cmap("tab20").colors  # one colour and dash per method in both panels: identical curves show
-    for i, ((label, _), points) in enumerate(sorted(curves.items())):
+    for (label, _), points in sorted(curves.items()):
         updates = [int(p["updates"]) for p in points]
         opened = [float(p["pass_open"]) for p in points if p["pass_open"] != ""]
-        style = ({"color": "black", "linestyle": "--"} if label in CONTROLS else
-                 {"color": palette[2 * i % 20 + i // 10 % 2], "linestyle": ("-", "--", "-.", ":")[i % 4]})
+        # the label's look from the other plots, without markers (one every 25 updates clutters)
+        style = {k: v for k, v in styles.get(label, {}).items() if k != "marker"}
         if opened and len(set(opened)) > 1:
             left.plot(updates, opened, label=label, **style)
         right.plot(updates, [float(p["nll_loss"]) for p in points], label=label, **style)
