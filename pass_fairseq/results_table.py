@@ -264,8 +264,9 @@ def plot(results_dir: str, rows: Optional[List[dict]] = None) -> List[str]:
                            "quality against measured decoding speed", os.path.join(results_dir, "bleu_vs_speedup.png")))
 
     seeds = first_seeds(runs)
-    grids = [(r.get("label", r["method"]), deployed_modules(r), max(len(m["gates"]) for m in r["gates"]["modules"]))
-             for r in runs if r["heads"] == 16 and r["seed"] == seeds[r["method"], 16] and deployed_modules(r)]
+    shown = [(r, deployed_modules(r)) for r in runs if r["heads"] == 16 and r["seed"] == seeds[r["method"], 16]]
+    grids = [(r.get("label", r["method"]), modules, max(len(m["gates"]) for m in r["gates"]["modules"]))
+             for r, modules in shown if modules]
     if grids:
         written.append(_gate_maps(plt, grids, os.path.join(results_dir, "gates_k16.png")))
     curve = os.path.join(results_dir, "base_curve.csv")

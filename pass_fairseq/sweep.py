@@ -350,8 +350,8 @@ def write_finetune_curves(sweep: Sweep) -> str:
             continue
         with open(log, encoding="utf-8", errors="replace") as f:
             text = f.read()
-        curve = train_curve(text, CURVE_KEYS) or [(n, dict(v, pass_open="", pass_nonbinary=""))
-                                                  for n, v in train_curve(text, CURVE_KEYS[:1])]
+        stock = {key: "" for key in CURVE_KEYS[1:]}  # a stock run's log has no gate counts
+        curve = train_curve(text, CURVE_KEYS) or [(n, dict(v, **stock)) for n, v in train_curve(text, CURVE_KEYS[:1])]
         rows[spec.name] = [dict(values, run=spec.name, method=spec.method, label=spec.label or spec.method,
                                 heads=spec.heads, seed=spec.seed, updates=n) for n, values in curve]
     os.makedirs(sweep.results, exist_ok=True)
