@@ -5,9 +5,11 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
-from typing import List, Optional
+from contextlib import contextmanager
+from typing import Iterator, List, Optional, TextIO
 
 
 class JobError(Exception):
@@ -23,11 +25,16 @@ _NOISE = re.compile(r"Warning:|^See https://hydra|^The version_base|^Please spec
 
 def tool(name: str) -> str:
     """The path of the console script ``name`` (fairseq-train, pass-prune-checkpoint, ...)
-    installed beside the running interpreter."""
+    installed beside the running interpreter, else the one on ``PATH`` (an install with
+    ``pip --target``, whose scripts land in a folder of their own)."""
     path = os.path.join(os.path.dirname(sys.executable), name)
-    if not os.path.exists(path):
-        raise JobError(f"{name} not found next to {sys.executable}: install the environment first (make venv)")
-    return path
+    if os.path.exists(path):
+        return path
+    found = shutil.which(name)
+    if found is None:
+        raise JobError(f"{name} not found next to {sys.executable} nor on PATH: install the environment first"
+                       " (make venv)")
+    return found
 
 
 def run(cmd: List[str], log_path: Optional[str] = None, append: bool = False, show: bool = True) -> int:
@@ -67,11 +74,24 @@ def check(rc: int, what: str, log_path: Optional[str] = None) -> None:
         raise JobError(f"{what} failed (exit status {rc}){where}")
 
 
-def write_json(path: str, obj, indent: int = 2) -> None:
-    """Write ``obj`` as JSON atomically (a temporary file renamed over ``path``)."""
+@contextmanager
+def atomic_write(path: str, newline: Optional[str] = None) -> Iterator[TextIO]:
+    """A text file to write ``path`` through: a temporary file of this process beside it,
+    renamed over ``path`` once written (never half a file, also when several processes
+    write the same path)."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", newline=newline, encoding="utf-8") as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path: str, obj, indent: int = 2) -> None:
+    """Write ``obj`` as JSON atomically (:func:`atomic_write`)."""
+    with atomic_write(path) as f:
         json.dump(obj, f, indent=indent)
         f.write("\n")
-    os.replace(tmp, path)

@@ -253,15 +253,16 @@ def plot(results_dir: str, rows: Optional[List[dict]] = None) -> List[str]:
     written.append(_finish(plt, fig, ax, "heads kept (K)", "test BLEU against K",
                            os.path.join(results_dir, "bleu_vs_k.png")))
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label in sorted(by_label):
-        pts = [(r["speedup"], r["test_bleu"]) for r in rows
-               if r["label"] == label and r["speedup"] not in ("", None) and r["test_bleu"] is not None]
-        if pts:
-            ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=label, color=styles[label]["color"],
-                       marker=styles[label].get("marker", "o"))
-    written.append(_finish(plt, fig, ax, "decoding speed-up over the unpruned model",
-                           "quality against measured decoding speed", os.path.join(results_dir, "bleu_vs_speedup.png")))
+    timed = {label: [(r["speedup"], r["test_bleu"]) for r in rows if r["label"] == label
+                     and r["speedup"] not in ("", None) and r["test_bleu"] is not None] for label in sorted(by_label)}
+    if any(timed.values()):  # a sweep with "bench": false has no speed-ups
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for label, pts in timed.items():
+            if pts:
+                ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=label, color=styles[label]["color"],
+                           marker=styles[label].get("marker", "o"))
+        written.append(_finish(plt, fig, ax, "decoding speed-up over the unpruned model", "quality against measured"
+                               " decoding speed", os.path.join(results_dir, "bleu_vs_speedup.png")))
 
     seeds = first_seeds(runs)
     shown = [(r, deployed_modules(r)) for r in runs if r["heads"] == 16 and r["seed"] == seeds[r["method"], 16]]

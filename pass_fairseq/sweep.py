@@ -10,6 +10,11 @@ A sweep is a JSON config (``results/deb-de-en/sweep.json``)::
      "runs": [{"method": "pass", "heads": [8, 16, 32], "seeds": [1],
                "flags": ["--pass-target-heads", "{K}", ...], "select": "best", "prune": "heads"}, ...]}
 
+Optional: ``"model": {"embed_dim": 512, "ffn_embed_dim": 1024}`` sets the width of the base
+and of every fine-tune (:func:`width_flags`; default the demo's 128 / 512), and ``"bench":
+false`` scores the runs without timing them (a machine whose timings would mean nothing, or
+too little time).
+
 Every run writes ``RESULTS/runs/<method>-k<K>-s<seed>.json`` when it has finished; a run with
 that file is skipped, and an interrupted fine-tune resumes from its ``checkpoint_last.pt``
 (fairseq's own resume), so the sweep can be stopped and started again across sessions.
@@ -60,18 +65,25 @@ from typing import Dict, List, Optional
 
 from pass_fairseq import evaluation
 from pass_fairseq.checkpoints import load_checkpoint
-from pass_fairseq.commands import JobError, check, run, tool, write_json
+from pass_fairseq.commands import JobError, atomic_write, check, run, tool, write_json
 from pass_fairseq.gate_report import gate_report
 from pass_fairseq.gates import KEPT_THRESHOLD
 from pass_fairseq.sweep_tuning import CHOICES, choose_try, strongest
 from pass_fairseq.train_logs import train_curve, valid_curve
 
-#: the base model's topology, the demo's and the sweep's: transformer_iwslt_de_en (6+6 layers,
-#: 4 heads, so 18 attention modules and 72 heads) at width 128 / ffn 512, pre-norm (much faster
-#: to train than post-norm at this scale, ../shared/docs/cpu-budget.md)
-WIDTH = ["--encoder-embed-dim", "128", "--decoder-embed-dim", "128",
-         "--encoder-ffn-embed-dim", "512", "--decoder-ffn-embed-dim", "512",
-         "--encoder-normalize-before", "--decoder-normalize-before", "--share-all-embeddings"]
+def width_flags(embed_dim: int = 128, ffn_embed_dim: int = 512) -> List[str]:
+    """The base model's topology: transformer_iwslt_de_en (6+6 layers, 4 heads, so 18
+    attention modules and 72 heads at any width), pre-norm (much faster to train than
+    post-norm at this scale, ../shared/docs/cpu-budget.md), at this width (a sweep config's
+    ``"model"``; the demo's and the default: 128 / ffn 512; the stock architecture's own: 512 /
+    ffn 1024)."""
+    return ["--encoder-embed-dim", str(embed_dim), "--decoder-embed-dim", str(embed_dim),
+            "--encoder-ffn-embed-dim", str(ffn_embed_dim), "--decoder-ffn-embed-dim", str(ffn_embed_dim),
+            "--encoder-normalize-before", "--decoder-normalize-before", "--share-all-embeddings"]
+
+
+#: the demo's width
+WIDTH = width_flags()
 HEADS_TOTAL, MODULES_TOTAL = 72, 18
 PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -143,12 +155,15 @@ class Sweep:
     results: str
     base: Dict
     finetune: Dict
-    bench: Dict
+    #: pass-bench-inference's settings, or None (``"bench": false``): pruned runs are not timed
+    bench: Optional[Dict]
     runs: List[RunSpec] = field(default_factory=list)
     #: {"among": [methods], "heads": K, "seeds": [extra seeds]} or None
     strongest: Optional[Dict] = None
     #: method -> its config entry
     entries: Dict[str, Dict] = field(default_factory=dict)
+    #: width_flags' arguments ({"embed_dim": 512, "ffn_embed_dim": 1024}); {}: the demo's width
+    model: Dict = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str) -> "Sweep":
@@ -187,8 +202,11 @@ class Sweep:
             missing = [m for m in best["among"] if k not in by_method.get(m, {}).get("heads", [])]
             if missing:
                 raise JobError(f"{path}: strongest_baseline: no run of {', '.join(missing)} at K = {k}")
+        bench = raw.get("bench", {})
+        model = raw.get("model", {})
+        width_flags(**model)  # a key it does not take is a TypeError now, not at the first command
         return cls(raw["corpus"], raw["workdir"], raw["results"], raw["base"], raw["finetune"],
-                   raw.get("bench", {}), runs, best, by_method)
+                   None if bench is False else bench, runs, best, by_method, model)
 
     def strongest_baseline(self) -> Optional[str]:
         """Among ``strongest_baseline``'s methods, the one whose first-seed run at its K has the
@@ -257,8 +275,8 @@ class Sweep:
         with this sweep's updates. The plugin is loaded only so that an interrupted base can
         resume (it allows torch's weights-only load of fairseq checkpoints)."""
         return [tool("fairseq-train"), self.data_bin, "--user-dir", PLUGIN_DIR, "--task", "translation",
-                "--arch", "transformer_iwslt_de_en", *WIDTH, "--criterion", "label_smoothed_cross_entropy",
-                "--label-smoothing", "0.1", "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--lr", "1e-3",
+                "--arch", "transformer_iwslt_de_en", *width_flags(**self.model),
+                "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--lr", "1e-3",
                 "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "500", "--max-tokens", "4096",
                 "--max-update", str(self.base["updates"]), "--dropout", "0.1", "--save-dir", self.base["dir"],
                 "--no-epoch-checkpoints", "--log-format", "simple", "--log-interval", "50", "--seed", "1",
@@ -267,8 +285,9 @@ class Sweep:
     def finetune_command(self, spec: RunSpec, data: str, init: str, save_dir: str) -> List[str]:
         """The same fine-tune for every method: shards, epochs, learning rate, batch size."""
         ft = self.finetune
-        common = [tool("fairseq-train"), data, "--user-dir", PLUGIN_DIR, "--task", "translation_pass", *WIDTH,
-                  "--finetune-from-model", init, "--label-smoothing", "0.1", "--adam-betas", "(0.9,0.98)",
+        common = [tool("fairseq-train"), data, "--user-dir", PLUGIN_DIR, "--task", "translation_pass",
+                  *width_flags(**self.model), "--finetune-from-model", init, "--label-smoothing", "0.1",
+                  "--adam-betas", "(0.9,0.98)",
                   "--lr", str(ft["lr"]), "--lr-scheduler", "fixed", "--warmup-updates", str(ft["warmup"]),
                   "--max-tokens", str(ft["max_tokens"]), "--max-epoch", str(ft["epochs"]), "--dropout", "0.1",
                   "--save-dir", save_dir, "--no-epoch-checkpoints", "--log-format", "simple",
@@ -314,12 +333,10 @@ def write_base_curve(sweep: Sweep) -> str:
     with open(os.path.join(sweep.base["dir"], "train.log"), encoding="utf-8", errors="replace") as f:
         curve = valid_curve(f.read())
     path = os.path.join(sweep.results, "base_curve.csv")
-    os.makedirs(sweep.results, exist_ok=True)
-    with open(path + ".tmp", "w", newline="", encoding="utf-8") as f:
+    with atomic_write(path, newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["updates", "valid_loss", "valid_nll_loss", "valid_ppl"])
         writer.writerows(curve)
-    os.replace(path + ".tmp", path)
     return path
 
 
@@ -354,13 +371,11 @@ def write_finetune_curves(sweep: Sweep) -> str:
         curve = train_curve(text, CURVE_KEYS) or [(n, dict(v, **stock)) for n, v in train_curve(text, CURVE_KEYS[:1])]
         rows[spec.name] = [dict(values, run=spec.name, method=spec.method, label=spec.label or spec.method,
                                 heads=spec.heads, seed=spec.seed, updates=n) for n, values in curve]
-    os.makedirs(sweep.results, exist_ok=True)
-    with open(path + ".tmp", "w", newline="", encoding="utf-8") as f:
+    with atomic_write(path, newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FINETUNE_CURVE_FIELDS)
         writer.writeheader()
         for name in sorted(rows):
             writer.writerows(rows[name])
-    os.replace(path + ".tmp", path)
     return path
 
 
@@ -406,7 +421,7 @@ def prepare_mask(sweep: Sweep, spec: RunSpec) -> str:
         ks = sorted({r.heads for r in sweep.all_runs() if r.prepare == spec.prepare}, reverse=True)
         os.makedirs(out_dir, exist_ok=True)
         cmd = [tool("pass-michel-prune"), sweep.data_bin, sweep.base_checkpoint, "--heads", ",".join(map(str, ks)),
-               "--save-dir", out_dir, "--seed", str(spec.seed), "--cpu",
+               "--save-dir", out_dir, "--seed", str(spec.seed),
                "--max-batches", str(sweep.finetune.get("michel_batches", 100))]
         if spec.prepare == "random":
             cmd.append("--random")
@@ -458,12 +473,13 @@ def run_one(sweep: Sweep, spec: RunSpec, data: str) -> dict:
         result["gates"] = gates
         result["on_target"] = gates["on_target"]
         result["own_kept"] = gates["kept"]  # what the method keeps by itself (z > 0.5)
+    timed = sweep.bench is not None
     if spec.prune:
         result.update(prune_and_score(sweep, spec, selected, spec.prune, work))
-        result["bench"] = bench_ratios(sweep, selected, spec.heads, os.path.join(work, "bench"))
+        result["bench"] = bench_ratios(sweep, selected, spec.heads, os.path.join(work, "bench")) if timed else {}
     else:
         result.update(score(sweep, selected, work), kept_heads=HEADS_TOTAL, modules_active=MODULES_TOTAL)
-        result["bench"] = {"speedup": 1.0}  # the unpruned model is the benchmark's reference
+        result["bench"] = {"speedup": 1.0} if timed else {}  # the unpruned model is the benchmark's reference
     if spec.score_own_mask and spec.tuning:  # what the method deploys by itself, without a K
         result["own"] = prune_and_score(sweep, spec, selected, "gates", os.path.join(work, "own"))
     return result
@@ -559,6 +575,9 @@ def rebench(sweep: Sweep, only: Optional[List[str]] = None) -> int:
     again, keeping its scores: all speed ratios of the table then come from one machine state
     and one version of the decoding code. Each result is rewritten as soon as it is timed, so
     an interrupted rebench goes on with ``only``. Returns how many runs were timed."""
+    if sweep.bench is None:
+        raise JobError(f"{sweep.results}: the config says \"bench\": false, so there is nothing to time; give it"
+                       " pass-bench-inference's settings ({} for the defaults)")
     timed = 0
     for spec in selected_runs(sweep.all_runs(), only):
         path = sweep.result_path(spec)

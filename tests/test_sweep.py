@@ -62,6 +62,38 @@ def test_every_method_gets_the_same_fine_tune(tmp_path):
     assert "transformer_pass_iwslt" in b and b[-4:] == ["--pass-target-heads", "16", "--seed-x", "1"]
 
 
+def test_the_model_width_comes_from_the_config_for_the_base_and_every_fine_tune(tmp_path):
+    def width(cmd):
+        return [cmd[cmd.index(k) + 1] for k in ("--encoder-embed-dim", "--decoder-ffn-embed-dim")]
+
+    default = Sweep.load(write_config(tmp_path))
+    assert width(default.base_command()) == ["128", "512"]
+    wide = Sweep.load(write_config(tmp_path, dict(CONFIG, model={"embed_dim": 512, "ffn_embed_dim": 1024})))
+    assert width(wide.base_command()) == width(wide.finetune_command(wide.runs[1], "DATA", "b.pt", "o")) == [
+        "512", "1024"]
+    with pytest.raises(TypeError, match="heads"):
+        Sweep.load(write_config(tmp_path, dict(CONFIG, model={"heads": 8})))
+
+
+def test_a_config_without_bench_scores_but_never_times(tmp_path, monkeypatch, capsys):
+    import pass_fairseq.sweep as sweep_module
+    from pass_fairseq.cli.sweep import main
+
+    monkeypatch.chdir(tmp_path)
+    sweep = Sweep.load(write_config(tmp_path, dict(CONFIG, bench=False)))
+    assert sweep.bench is None and Sweep.load(write_config(tmp_path)).bench == {}
+    monkeypatch.setattr(sweep_module, "fine_tune", lambda sw, spec, data, work, result: "ckpt.pt")
+    monkeypatch.setattr(sweep_module, "gate_summary", lambda ckpt, k: {"on_target": True, "kept": k})
+    monkeypatch.setattr(sweep_module, "prune_and_score", lambda sw, spec, ckpt, how, work: {"kept_heads": 16})
+    monkeypatch.setattr(sweep_module, "score", lambda sw, ckpt, work: {"test": {"sacrebleu": 1.0}})
+    monkeypatch.setattr(sweep_module, "bench_ratios", lambda *a: pytest.fail("timed with \"bench\": false"))
+    assert sweep_module.run_one(sweep, sweep.runs[1], "data")["bench"] == {}
+    assert sweep_module.run_one(sweep, sweep.runs[0], "data")["bench"] == {}  # no 1.0 for the unpruned
+    with pytest.raises(SystemExit) as e:
+        main([write_config(tmp_path, dict(CONFIG, bench=False)), "--rebench"])
+    assert e.value.code == 1 and "nothing to time" in capsys.readouterr().err
+
+
 MODULES = [f"{side}.layers.{i}.{attn}" for side, attn in (("encoder", "self_attn"), ("decoder", "self_attn"),
                                                           ("decoder", "encoder_attn")) for i in range(2)]
 
@@ -390,6 +422,7 @@ def test_only_runs_the_named_runs_and_methods_in_the_order_named(tmp_path, monke
 @pytest.mark.parametrize("argv, message", [
     (["--only", "pass,nope"], "--only nope: no such method or run"),
     (["--only", "pass-k16-s1", "--table"], "--table rebuilds the table from every finished run"),
+    (["--table", "--no-table"], "--table and --no-table: choose one"),
 ])
 def test_bad_only_is_a_one_line_error(tmp_path, capsys, argv, message):
     from pass_fairseq.cli.sweep import main
@@ -472,3 +505,17 @@ def test_masks_of_one_kind_take_the_same_steps_at_every_seed_and_are_never_remad
     with pytest.raises(JobError, match="holds masks made without K = 8"):
         sweep_module.prepare_mask(sweep, replace(runs["michel-k16-s2"], heads=8))
     assert sweep_module.prepare_mask(sweep, runs["michel-k16-s2"]) == path and len(commands) == 1
+
+
+def test_no_table_leaves_the_table_to_one_later_call(tmp_path, monkeypatch):
+    import pass_fairseq.sweep as sweep_module
+    from pass_fairseq.cli.sweep import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sweep_module, "ensure_base", lambda sw: None)
+    monkeypatch.setattr(sweep_module, "write_base_curve", lambda sw: None)
+    monkeypatch.setattr(sweep_module, "shard_data", lambda sw: "data")
+    done = []
+    monkeypatch.setattr(sweep_module, "_run_and_record", lambda sw, spec, data: done.append(spec.name) or True)
+    assert main([write_config(tmp_path), "--only", "control", "--no-table"]) == 0
+    assert done == ["control-k72-s1"] and not os.path.exists("results")

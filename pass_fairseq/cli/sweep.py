@@ -8,6 +8,8 @@ write the table and the plots from every finished run.
     pass-sweep results/deb-de-en/sweep.json --redo pass-k16-s1
     pass-sweep results/deb-de-en/sweep.json --table      # only rebuild table and plots
     pass-sweep results/deb-de-en/sweep.json --rebench    # time every finished run again, then the table
+    pass-sweep CONFIG --only pass --no-table & pass-sweep CONFIG --only michel --no-table &
+                                                         # side by side (a GPU), then --table once
 
 It resumes: finished runs are skipped, an interrupted fine-tune goes on from its last
 checkpoint. Bad input: one line, exit 2.
@@ -34,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redo", metavar="RUN", action="append", default=[],
                    help="forget this run's result and work folder first (repeatable)")
     p.add_argument("--table", action="store_true", help="only rebuild the table and plots")
+    p.add_argument("--no-table", action="store_true",
+                   help="do not rebuild the table and plots at the end (sweeps of one config running side by side"
+                        " on disjoint --only runs; rebuild once with --table when they have finished)")
     p.add_argument("--rebench", action="store_true",
                    help="time every finished pruned run again (on a quiet machine, or after a change to the decoding"
                         " code), keeping its scores, then rebuild the table")
@@ -69,6 +74,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         fail(f"--only {','.join(unknown)}: no such method or run in {args.config} (see --list)")
     if only and args.table:
         fail("--only: --table rebuilds the table from every finished run; drop --only")
+    if args.table and args.no_table:
+        fail("--table and --no-table: choose one")
     failed = 0
     try:
         if args.rebench:
@@ -80,6 +87,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             failed = run_sweep(sweep, only)
     except JobError as e:
         fail(str(e), code=1)
+    if args.no_table:
+        return 1 if failed else 0
     print(f"wrote {write_finetune_curves(sweep)}", file=sys.stderr)
     rows = write_table(sweep.results)
     for path in plot(sweep.results, rows):
