@@ -210,8 +210,8 @@ def _users(runs: List[dict], tuning_run: dict) -> List[tuple]:
 
 
 def write_table(results_dir: str) -> List[dict]:
-    """Write table.csv (every run), table.md (without the tuning runs), tuning.md and
-    comparison.md from the run files; returns the CSV rows."""
+    """Write table.csv (every run), table.md (without the tuning runs), tuning.md (when
+    there are tuning runs) and comparison.md from the run files; returns the CSV rows."""
     runs = load_runs(results_dir)
     rows = [flat_row(r) for r in runs]
     with open(os.path.join(results_dir, "table.csv"), "w", newline="", encoding="utf-8") as f:
@@ -220,8 +220,9 @@ def write_table(results_dir: str) -> List[dict]:
         writer.writerows(rows)
     with open(os.path.join(results_dir, "table.md"), "w", encoding="utf-8") as f:
         f.write(markdown(summary_rows([r for r in rows if not r["tuning"]])))
-    with open(os.path.join(results_dir, "tuning.md"), "w", encoding="utf-8") as f:
-        f.write(markdown(tuning_rows(runs)))
+    if any(r.get("tuning") for r in runs):  # a config without tries has no tuning table
+        with open(os.path.join(results_dir, "tuning.md"), "w", encoding="utf-8") as f:
+            f.write(markdown(tuning_rows(runs)))
     with open(os.path.join(results_dir, "comparison.md"), "w", encoding="utf-8") as f:
         f.write(markdown(comparison_rows(runs)))
     return rows

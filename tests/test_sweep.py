@@ -145,6 +145,7 @@ def test_table_and_plots_come_from_the_run_files(tmp_path):
     assert "| 16 | dsp | 1 | 14.00 | -1.20" in (tmp_path / "comparison.md").read_text()
     md = (tmp_path / "table.md").read_text()
     assert md.count("\n") == 2 + 6 and "| dsp | 16 | 1 |" in md
+    assert not (tmp_path / "tuning.md").exists()  # no tuning runs, no tuning table
     (tmp_path / "base_curve.csv").write_text("updates,valid_loss,valid_nll_loss,valid_ppl\n448,8.1,7.2,150.0\n"
                                              "896,7.0,6.0,64.0\n")
     (tmp_path / "finetune_curves.csv").write_text(
@@ -155,6 +156,10 @@ def test_table_and_plots_come_from_the_run_files(tmp_path):
     assert [os.path.basename(p) for p in written] == ["bleu_vs_k.png", "bleu_vs_speedup.png", "gates_k16.png",
                                                       "base_valid.png", "finetune_k16.png"]
     assert all(os.path.getsize(p) > 1000 for p in written)
+    for name in os.listdir(runs):  # a sweep with "bench": false: no speed-up plot
+        r = json.loads((runs / name).read_text())
+        (runs / name).write_text(json.dumps(dict(r, bench={})))
+    assert "bleu_vs_speedup.png" not in [os.path.basename(p) for p in plot(str(tmp_path))]
 
 
 def test_committed_config_loads():
