@@ -8,6 +8,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import uuid
 from contextlib import contextmanager
 from typing import Iterator, List, Optional, TextIO
 
@@ -76,13 +77,14 @@ def check(rc: int, what: str, log_path: Optional[str] = None) -> None:
 
 @contextmanager
 def atomic_write(path: str, newline: Optional[str] = None) -> Iterator[TextIO]:
-    """A text file to write ``path`` through: a temporary file of this process beside it,
-    renamed over ``path`` once written (never half a file, also when several processes
-    write the same path)."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
+    """A text file to write ``path`` through: a temporary file of its own beside it, renamed
+    over ``path`` once written (never half a file, also when several writers write the same
+    path at once: the last rename wins)."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
     try:
-        with open(tmp, "w", newline=newline, encoding="utf-8") as f:
+        with open(tmp, "x", newline=newline, encoding="utf-8") as f:
             yield f
         os.replace(tmp, path)
     finally:

@@ -220,9 +220,12 @@ def write_table(results_dir: str) -> List[dict]:
         writer.writerows(rows)
     with open(os.path.join(results_dir, "table.md"), "w", encoding="utf-8") as f:
         f.write(markdown(summary_rows([r for r in rows if not r["tuning"]])))
-    if any(r.get("tuning") for r in runs):  # a config without tries has no tuning table
-        with open(os.path.join(results_dir, "tuning.md"), "w", encoding="utf-8") as f:
+    tuning = os.path.join(results_dir, "tuning.md")
+    if any(r.get("tuning") for r in runs):
+        with open(tuning, "w", encoding="utf-8") as f:
             f.write(markdown(tuning_rows(runs)))
+    elif os.path.isfile(tuning):  # a config without tries has no tuning table
+        os.remove(tuning)
     with open(os.path.join(results_dir, "comparison.md"), "w", encoding="utf-8") as f:
         f.write(markdown(comparison_rows(runs)))
     return rows

@@ -12,6 +12,8 @@ import os
 import shutil
 from typing import List, NamedTuple
 
+from pass_fairseq.commands import write_json
+
 #: written last into the output folder: the source and settings the shards were built from
 MARKER = "shards.json"
 
@@ -80,8 +82,5 @@ def build_shards(src: str, out_dir: str, n: int, seed: int) -> Shards:
                 builder.add_item(dataset[int(idx)])
             builder.finalize(indexed_dataset.index_file_path(target))
     sizes = np.bincount(assign, minlength=n).tolist()
-    tmp = marker + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({**stamp, "sizes": sizes}, f, indent=2)
-    os.replace(tmp, marker)
+    write_json(marker, {**stamp, "sizes": sizes})
     return Shards(data, sizes, True)

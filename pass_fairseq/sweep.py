@@ -203,6 +203,9 @@ class Sweep:
             if missing:
                 raise JobError(f"{path}: strongest_baseline: no run of {', '.join(missing)} at K = {k}")
         bench = raw.get("bench", {})
+        if bench is not False and not isinstance(bench, dict):
+            raise JobError(f"{path}: \"bench\" must be pass-bench-inference's settings ({{}} for the defaults)"
+                           f" or false, not {bench!r}")
         model = raw.get("model", {})
         width_flags(**model)  # a key it does not take is a TypeError now, not at the first command
         return cls(raw["corpus"], raw["workdir"], raw["results"], raw["base"], raw["finetune"],
@@ -574,16 +577,19 @@ def rebench(sweep: Sweep, only: Optional[List[str]] = None) -> int:
     """Time every finished pruned run (or those whose method or run name is in ``only``)
     again, keeping its scores: all speed ratios of the table then come from one machine state
     and one version of the decoding code. Each result is rewritten as soon as it is timed, so
-    an interrupted rebench goes on with ``only``. Returns how many runs were timed."""
-    if sweep.bench is None:
-        raise JobError(f"{sweep.results}: the config says \"bench\": false, so there is nothing to time; give it"
-                       " pass-bench-inference's settings ({} for the defaults)")
+    an interrupted rebench goes on with ``only``. The unpruned rows, the benchmark's reference,
+    get their speed-up of 1 (a sweep first run with ``"bench": false``). Returns how many runs
+    were timed."""
     timed = 0
     for spec in selected_runs(sweep.all_runs(), only):
         path = sweep.result_path(spec)
-        if not spec.prune or not os.path.isfile(path):
+        if not os.path.isfile(path):
             continue
         result = sweep.result(spec)
+        if not spec.prune:
+            if not result.get("bench"):
+                write_json(path, dict(result, bench={"speedup": 1.0}), indent=1)
+            continue
         selected = (os.path.join(sweep.finished_finetune_dir(result), result["selected"]) if spec.train
                     else starting_checkpoint(sweep, spec))
         print(f"sweep: timing {spec.name} again ({selected})", flush=True)

@@ -1,49 +1,53 @@
 #!/usr/bin/env bash
-# A sweep config's runs side by side on one CUDA GPU (default: the K = 16 rows of PASS,
+# A sweep config's methods side by side on one CUDA GPU (default: the K = 16 rows of PASS,
 # PASSCONC and the strongest baseline at transformer_iwslt_de_en's width,
 # results/deb-de-en-512/sweep.json). Run from the repository root on a machine where
-# pass-sweep and fairseq's commands are installed (beside python, or on PATH):
+# pass-sweep and fairseq's commands are installed (on PATH):
 #
 #   bash scripts/gpu_sweep.sh LOG_DIR [CONFIG]
 #
-# 1. the run named "base" trains the base (when its checkpoint is missing), builds the shards
-#    and scores the base;
-# 2. once the shards exist, every other method's runs start, one pass-sweep process per
-#    method (the GPU is mostly idle during one small model's update, so four fine-tunes side by
-#    side take about as long as one);
+# 1. the config's first method ("base" when it has one) runs alone: it trains the base when
+#    its checkpoint is missing, builds the shards and scores its runs;
+# 2. then every other method runs, one `pass-sweep CONFIG --only METHOD --no-table` process
+#    each, side by side (a small model leaves the GPU mostly idle: at width 512 on an H200,
+#    four fine-tunes side by side took about twice as long as one alone);
 # 3. the table and plots are built once, when all have finished.
 # Each process's output goes to LOG_DIR/<method>.log. Like pass-sweep itself it resumes:
-# finished runs are skipped. The fine-tune wall times of runs side by side are not a method's
-# cost.
+# finished runs are skipped. Methods that depend on each other (tuning tries, tries_from, a
+# mask kind that several methods prepare, strongest_baseline) are refused: run `pass-sweep
+# CONFIG` for those. The fine-tune wall times of runs side by side are not a method's cost.
 set -uo pipefail
 LOGS=${1:?usage: gpu_sweep.sh LOG_DIR [CONFIG]}
 CFG=${2:-results/deb-de-en-512/sweep.json}
 PY=${PYTHON:-python3}
-mkdir -p "$LOGS"
-command -v pass-sweep > /dev/null || { echo "gpu_sweep.sh: pass-sweep is not on PATH: install the plugin first"; exit 2; }
-read -r SHARDS METHODS < <("$PY" - "$CFG" <<'EOF'
-import json, os, sys
-from pass_fairseq.shards import MARKER
+command -v pass-sweep > /dev/null || { echo "gpu_sweep.sh: pass-sweep is not on PATH: install the plugin first" >&2; exit 2; }
+METHODS=$("$PY" - "$CFG" <<'EOF'
+import json, sys
 cfg = json.load(open(sys.argv[1], encoding="utf-8"))
-shards = os.path.join(cfg["workdir"], f"shards{cfg['finetune']['shards']}", MARKER)
-methods = [r["method"] for r in cfg["runs"] if r["method"] != "base"]
-print(shards, ",".join(dict.fromkeys(methods)))
+methods = list(dict.fromkeys(r["method"] for r in cfg["runs"]))
+kinds = [r["prepare"] for r in cfg["runs"] if r.get("prepare")]
+links = [r["method"] + " has tuning tries" for r in cfg["runs"] if r.get("tries") or r.get("tries_from")]
+links += [f"several methods prepare {k} masks" for k in sorted(set(kinds)) if kinds.count(k) > 1]
+links += ["strongest_baseline adds runs"] if cfg.get("strongest_baseline") else []
+if links:
+    sys.exit(f"gpu_sweep.sh: {sys.argv[1]}: its methods depend on each other ({'; '.join(links)}): "
+             f"run pass-sweep {sys.argv[1]} instead")
+print(" ".join(sorted(methods, key=lambda m: m != "base")))
 EOF
-) || { echo "gpu_sweep.sh: cannot read $CFG"; exit 2; }
-
-pass-sweep "$CFG" --only base --no-table > "$LOGS/base.log" 2>&1 &
-pids=($!)
-while kill -0 "${pids[0]}" 2> /dev/null && [ ! -f "$SHARDS" ]; do sleep 5; done
-if [ ! -f "$SHARDS" ]; then
-  echo "gpu_sweep.sh: the base step ended without building the shards; see $LOGS/base.log"
-  tail -5 "$LOGS/base.log"
+) || exit 2
+mkdir -p "$LOGS"
+read -r FIRST REST <<< "$METHODS"
+if ! pass-sweep "$CFG" --only "$FIRST" --no-table > "$LOGS/$FIRST.log" 2>&1; then
+  echo "gpu_sweep.sh: $FIRST failed (the others need its base and shards); see $LOGS/$FIRST.log" >&2
+  tail -3 "$LOGS/$FIRST.log" >&2
   exit 1
 fi
-for method in ${METHODS//,/ }; do
+failed=0
+pids=()
+for method in $REST; do
   pass-sweep "$CFG" --only "$method" --no-table > "$LOGS/$method.log" 2>&1 &
   pids+=($!)
 done
-failed=0
 for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
 pass-sweep "$CFG" --table > "$LOGS/table.log" 2>&1 || failed=1
 grep -h "^sweep: .*sacreBLEU\|failed" "$LOGS"/*.log

@@ -27,3 +27,8 @@ def test_atomic_write_replaces_the_file_whole_or_not_at_all(tmp_path):
             f.write("half")
             raise RuntimeError("interrupted")
     assert open(path).read() == "one\n" and os.listdir(tmp_path / "sub") == ["out.csv"]
+    with atomic_write(path) as first:  # two writers of one path at once (processes side by side)
+        with atomic_write(path) as second:
+            second.write("second\n")
+        first.write("first\n")
+    assert open(path).read() == "first\n" and os.listdir(tmp_path / "sub") == ["out.csv"]

@@ -67,7 +67,8 @@ def test_the_model_width_comes_from_the_config_for_the_base_and_every_fine_tune(
         return [cmd[cmd.index(k) + 1] for k in ("--encoder-embed-dim", "--decoder-ffn-embed-dim")]
 
     default = Sweep.load(write_config(tmp_path))
-    assert width(default.base_command()) == ["128", "512"]
+    assert width(default.base_command()) == width(default.finetune_command(default.runs[1], "D", "b.pt", "o")) == [
+        "128", "512"]
     wide = Sweep.load(write_config(tmp_path, dict(CONFIG, model={"embed_dim": 512, "ffn_embed_dim": 1024})))
     assert width(wide.base_command()) == width(wide.finetune_command(wide.runs[1], "DATA", "b.pt", "o")) == [
         "512", "1024"]
@@ -91,7 +92,13 @@ def test_a_config_without_bench_scores_but_never_times(tmp_path, monkeypatch, ca
     assert sweep_module.run_one(sweep, sweep.runs[0], "data")["bench"] == {}  # no 1.0 for the unpruned
     with pytest.raises(SystemExit) as e:
         main([write_config(tmp_path, dict(CONFIG, bench=False)), "--rebench"])
-    assert e.value.code == 1 and "nothing to time" in capsys.readouterr().err
+    assert e.value.code == 2 and "nothing to time" in capsys.readouterr().err
+    with pytest.raises(JobError, match="\"bench\" must be pass-bench-inference's settings"):
+        Sweep.load(write_config(tmp_path, dict(CONFIG, bench=True)))
+    timing = Sweep.load(write_config(tmp_path, dict(CONFIG, bench={})))  # timed later: the controls get 1.0
+    write_json(timing.result_path(timing.runs[0]), {"bench": {}, "test": {"sacrebleu": 1.0}})
+    assert sweep_module.rebench(timing, ["control"]) == 0
+    assert timing.result(timing.runs[0])["bench"] == {"speedup": 1.0}
 
 
 MODULES = [f"{side}.layers.{i}.{attn}" for side, attn in (("encoder", "self_attn"), ("decoder", "self_attn"),

@@ -76,6 +76,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         fail("--only: --table rebuilds the table from every finished run; drop --only")
     if args.table and args.no_table:
         fail("--table and --no-table: choose one")
+    if args.rebench and sweep.bench is None:
+        fail(f"--rebench: {args.config} says \"bench\": false, so there is nothing to time; give it"
+             " pass-bench-inference's settings ({} for the defaults)")
     failed = 0
     try:
         if args.rebench:
