@@ -85,6 +85,8 @@ def width_flags(embed_dim: int = 128, ffn_embed_dim: int = 512) -> List[str]:
 #: the demo's width
 WIDTH = width_flags()
 HEADS_TOTAL, MODULES_TOTAL = 72, 18
+#: the bench entry of an unpruned row: the benchmark's reference, so a speed-up of 1
+UNPRUNED_BENCH = {"speedup": 1.0}
 PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -231,6 +233,11 @@ class Sweep:
         extra = [_run_spec(self.entries[method], k, seed) for seed in self.strongest["seeds"]]
         return self.runs + [r for r in extra if r.name not in listed]
 
+    @property
+    def width(self) -> List[str]:
+        """The width flags of the base and of every fine-tune (:func:`width_flags`)."""
+        return width_flags(**self.model)
+
     # ---- paths ----------------------------------------------------------------------
     @property
     def data_bin(self) -> str:
@@ -278,7 +285,7 @@ class Sweep:
         with this sweep's updates. The plugin is loaded only so that an interrupted base can
         resume (it allows torch's weights-only load of fairseq checkpoints)."""
         return [tool("fairseq-train"), self.data_bin, "--user-dir", PLUGIN_DIR, "--task", "translation",
-                "--arch", "transformer_iwslt_de_en", *width_flags(**self.model),
+                "--arch", "transformer_iwslt_de_en", *self.width,
                 "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--lr", "1e-3",
                 "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "500", "--max-tokens", "4096",
                 "--max-update", str(self.base["updates"]), "--dropout", "0.1", "--save-dir", self.base["dir"],
@@ -289,7 +296,7 @@ class Sweep:
         """The same fine-tune for every method: shards, epochs, learning rate, batch size."""
         ft = self.finetune
         common = [tool("fairseq-train"), data, "--user-dir", PLUGIN_DIR, "--task", "translation_pass",
-                  *width_flags(**self.model), "--finetune-from-model", init, "--label-smoothing", "0.1",
+                  *self.width, "--finetune-from-model", init, "--label-smoothing", "0.1",
                   "--adam-betas", "(0.9,0.98)",
                   "--lr", str(ft["lr"]), "--lr-scheduler", "fixed", "--warmup-updates", str(ft["warmup"]),
                   "--max-tokens", str(ft["max_tokens"]), "--max-epoch", str(ft["epochs"]), "--dropout", "0.1",
@@ -482,7 +489,7 @@ def run_one(sweep: Sweep, spec: RunSpec, data: str) -> dict:
         result["bench"] = bench_ratios(sweep, selected, spec.heads, os.path.join(work, "bench")) if timed else {}
     else:
         result.update(score(sweep, selected, work), kept_heads=HEADS_TOTAL, modules_active=MODULES_TOTAL)
-        result["bench"] = {"speedup": 1.0} if timed else {}  # the unpruned model is the benchmark's reference
+        result["bench"] = dict(UNPRUNED_BENCH) if timed else {}
     if spec.score_own_mask and spec.tuning:  # what the method deploys by itself, without a K
         result["own"] = prune_and_score(sweep, spec, selected, "gates", os.path.join(work, "own"))
     return result
@@ -588,7 +595,7 @@ def rebench(sweep: Sweep, only: Optional[List[str]] = None) -> int:
         result = sweep.result(spec)
         if not spec.prune:
             if not result.get("bench"):
-                write_json(path, dict(result, bench={"speedup": 1.0}), indent=1)
+                write_json(path, dict(result, bench=dict(UNPRUNED_BENCH)), indent=1)
             continue
         selected = (os.path.join(sweep.finished_finetune_dir(result), result["selected"]) if spec.train
                     else starting_checkpoint(sweep, spec))
