@@ -233,6 +233,21 @@ class Sweep:
         extra = [_run_spec(self.entries[method], k, seed) for seed in self.strongest["seeds"]]
         return self.runs + [r for r in extra if r.name not in listed]
 
+    def independent_methods(self) -> List[str]:
+        """The config's methods, ``base`` first, when each can run in a process of its own once
+        the first has run (``scripts/gpu_sweep.sh``); a JobError naming what links them otherwise:
+        tuning tries (a method's runs wait for its tries, ``tries_from`` for another method's),
+        a mask kind that several methods prepare (one shared ``pass-michel-prune`` call), or
+        ``strongest_baseline`` (its runs wait for every listed method)."""
+        methods = list(self.entries)
+        kinds = [e["prepare"] for e in self.entries.values() if e.get("prepare")]
+        links = [f"{m} has tuning tries" for m, e in self.entries.items() if e.get("tries")]
+        links += [f"several methods prepare {k} masks" for k in sorted(set(kinds)) if kinds.count(k) > 1]
+        links += ["strongest_baseline adds runs"] if self.strongest else []
+        if links:
+            raise JobError(f"its methods depend on each other ({'; '.join(links)}): run them in one pass-sweep")
+        return sorted(methods, key=lambda m: m != "base")
+
     @property
     def width(self) -> List[str]:
         """The width flags of the base and of every fine-tune (:func:`width_flags`)."""

@@ -14,27 +14,14 @@
 # 3. the table and plots are built once, when all have finished.
 # Each process's output goes to LOG_DIR/<method>.log. Like pass-sweep itself it resumes:
 # finished runs are skipped. Methods that depend on each other (tuning tries, tries_from, a
-# mask kind that several methods prepare, strongest_baseline) are refused: run `pass-sweep
-# CONFIG` for those. The fine-tune wall times of runs side by side are not a method's cost.
+# mask kind that several methods prepare, strongest_baseline) are refused (`pass-sweep CONFIG
+# --independent-methods` says which): run `pass-sweep CONFIG` for those. The fine-tune wall
+# times of runs side by side are not a method's cost.
 set -uo pipefail
 LOGS=${1:?usage: gpu_sweep.sh LOG_DIR [CONFIG]}
 CFG=${2:-results/deb-de-en-512/sweep.json}
-PY=${PYTHON:-python3}
 command -v pass-sweep > /dev/null || { echo "gpu_sweep.sh: pass-sweep is not on PATH: install the plugin first" >&2; exit 2; }
-METHODS=$("$PY" - "$CFG" <<'EOF'
-import json, sys
-cfg = json.load(open(sys.argv[1], encoding="utf-8"))
-methods = list(dict.fromkeys(r["method"] for r in cfg["runs"]))
-kinds = [r["prepare"] for r in cfg["runs"] if r.get("prepare")]
-links = [r["method"] + " has tuning tries" for r in cfg["runs"] if r.get("tries") or r.get("tries_from")]
-links += [f"several methods prepare {k} masks" for k in sorted(set(kinds)) if kinds.count(k) > 1]
-links += ["strongest_baseline adds runs"] if cfg.get("strongest_baseline") else []
-if links:
-    sys.exit(f"gpu_sweep.sh: {sys.argv[1]}: its methods depend on each other ({'; '.join(links)}): "
-             f"run pass-sweep {sys.argv[1]} instead")
-print(" ".join(sorted(methods, key=lambda m: m != "base")))
-EOF
-) || exit 2
+METHODS=$(pass-sweep "$CFG" --independent-methods) || exit 2
 mkdir -p "$LOGS"
 read -r FIRST REST <<< "$METHODS"
 if ! pass-sweep "$CFG" --only "$FIRST" --no-table > "$LOGS/$FIRST.log" 2>&1; then

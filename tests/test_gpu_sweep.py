@@ -1,6 +1,7 @@
-"""scripts/gpu_sweep.sh, with a stand-in pass-sweep on PATH that logs its calls: the first
-method runs alone, the others side by side after it, the table once at the end; configs whose
-methods depend on each other are refused."""
+"""scripts/gpu_sweep.sh, with a stand-in pass-sweep on PATH that logs its calls (and hands
+``--independent-methods`` to the real one): the first method runs alone, the others side by
+side after it, the table once at the end; configs whose methods depend on each other are
+refused."""
 import json
 import os
 import subprocess
@@ -10,6 +11,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "gpu_sweep.sh")
 #: logs "start ARGS" and "end ARGS" (the base one after a pause), and fails for method "bad"
 FAKE = """#!/bin/sh
+case "$*" in *--independent-methods*)
+  exec "$PYTHON" -c 'import sys; from pass_fairseq.cli.sweep import main; sys.exit(main())' "$@";;
+esac
 echo "start $*" >> "$CALLS"
 case "$*" in *"--only base"*) sleep 1;; esac
 echo "end $*" >> "$CALLS"
@@ -25,7 +29,8 @@ def _run(tmp_path, runs, **config):
     fake.write_text(FAKE)
     fake.chmod(0o755)
     cfg = tmp_path / "sweep.json"
-    cfg.write_text(json.dumps(dict(config, runs=runs)))
+    paths = {k: str(tmp_path / k) for k in ("corpus", "workdir", "results")}
+    cfg.write_text(json.dumps({**paths, "base": {}, "finetune": {}, **config, "runs": runs}))
     calls = tmp_path / "calls.txt"
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", CALLS=str(calls), PYTHON=sys.executable)
     proc = subprocess.run(["bash", SCRIPT, str(tmp_path / "logs"), str(cfg)], env=env, capture_output=True, text=True)
@@ -60,7 +65,8 @@ def test_methods_that_depend_on_each_other_are_refused(tmp_path):
     proc, calls = _run(tmp_path, runs, strongest_baseline={"among": ["michel"], "heads": 16, "seeds": [2]})
     assert proc.returncode == 2 and calls == []
     err = proc.stderr.strip()
-    assert err.count("\n") == 0 and "pass has tuning tries; passconc has tuning tries" in err
+    assert err.count("\n") == 0 and err.startswith("pass_fairseq: error: ") and "run them in one pass-sweep" in err
+    assert "pass has tuning tries; passconc has tuning tries" in err
     assert "several methods prepare michel masks" in err and "strongest_baseline adds runs" in err
 
 

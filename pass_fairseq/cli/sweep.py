@@ -10,6 +10,8 @@ write the table and the plots from every finished run.
     pass-sweep results/deb-de-en/sweep.json --rebench    # time every finished run again, then the table
     pass-sweep CONFIG --only pass --no-table & pass-sweep CONFIG --only michel --no-table &
                                                          # side by side (a GPU), then --table once
+    pass-sweep CONFIG --independent-methods              # methods that can run side by side
+                                                         # (base first), or why they cannot
 
 It resumes: finished runs are skipped, an interrupted fine-tune goes on from its last
 checkpoint. Bad input: one line, exit 2.
@@ -42,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rebench", action="store_true",
                    help="time every finished pruned run again (on a quiet machine, or after a change to the decoding"
                         " code), keeping its scores, then rebuild the table")
+    p.add_argument("--independent-methods", action="store_true",
+                   help="print the config's methods on one line, base first, and stop; exit 2 with the reason when"
+                        " they cannot run side by side (tuning tries, a shared mask kind, strongest_baseline):"
+                        " used by scripts/gpu_sweep.sh")
     return p
 
 
@@ -55,6 +61,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         fail(f"{args.config}: not a valid sweep config ({type(e).__name__}: {e})")
     except JobError as e:
         fail(str(e))
+    if args.independent_methods:
+        try:
+            print(" ".join(sweep.independent_methods()))
+        except JobError as e:
+            fail(f"{args.config}: {e}")
+        return 0
     names = {s.name: s for s in sweep.all_runs()}
     for name in args.redo:
         if name not in names:
