@@ -6,7 +6,7 @@ A sweep is a JSON config (``results/deb-de-en/sweep.json``)::
     {"corpus": "data/deb-de-en", "workdir": "data/sweep", "results": "results/deb-de-en",
      "base": {"dir": "data/sweep/base", "updates": 5000},
      "finetune": {"shards": 8, "epochs": 8, "lr": 5e-4, "warmup": 50, "max_tokens": 4096},
-     "bench": {"sentences": 192, "repeats": 3, "threads": 1},
+     "bench": {"sentences": 192, "repeats": 5, "threads": 1},
      "runs": [{"method": "pass", "heads": [8, 16, 32], "seeds": [1],
                "flags": ["--pass-target-heads", "{K}", ...], "select": "best", "prune": "heads"}, ...]}
 
@@ -37,7 +37,8 @@ Per run:
 4. prune with ``pass-prune-checkpoint`` (``prune``: ``heads``, the K largest log_alpha, or
    ``gates``, the checkpoint's own kept heads); no pruning for the unpruned controls;
 5. score valid and test (beam 5, detokenized sacreBLEU, per origin) and time the pruned
-   model against the unpruned one with ``pass-bench-inference`` (ratios from one run).
+   model against the unpruned one with ``pass-bench-inference`` (ratios from one run);
+   ``--rebench`` (:func:`rebench`) times every run at a K again, side by side in one run.
 
 Tuning (:mod:`pass_fairseq.sweep_tuning`): an entry's ``tries`` ({"name": [extra flags], ...})
 are its tuning tries. Each try is a run of its own at the entry's first K and first seed
@@ -412,21 +413,28 @@ def gate_summary(checkpoint: str, heads: Optional[int]) -> dict:
     return dict({k: report[k] for k in keys}, on_target=on_target, modules=report["modules"])
 
 
-def bench_ratios(sweep: Sweep, gated: str, heads: int, work: str) -> dict:
-    """Speed-up over the unpruned model and time over the per-module ideal of the K-head
-    model with the checkpoint's own top-K mask, from one ``pass-bench-inference`` run."""
+def bench_ratios(sweep: Sweep, checkpoints: Dict[str, str], heads: int, work: str,
+                 tables: Optional[str] = None) -> Dict[str, dict]:
+    """Run name -> speed-up over the unpruned model, time over the per-module ideal and the
+    repeat spread of its K-head model (each gated checkpoint with its own top-K mask), from
+    one ``pass-bench-inference`` run that times them all side by side (``--also``). The
+    unpruned model is the first checkpoint's (every checkpoint has the same shapes). The
+    benchmark's tables go to ``TABLES.md`` and ``.csv`` (default ``WORK/bench``)."""
     b = sweep.bench
-    cmd = [tool("pass-bench-inference"), gated, "--data", sweep.data_bin, "--heads", str(heads),
-           "--layouts", "topk", "--sentences", str(b.get("sentences", 192)), "--repeats", str(b.get("repeats", 3)),
-           "--threads", str(b.get("threads", 1)), "--work-dir", work]
+    tables = tables or os.path.join(work, "bench")
+    (first, gated), *others = checkpoints.items()
+    cmd = [tool("pass-bench-inference"), gated, "--name", first, *[f"--also={n}={c}" for n, c in others],
+           "--data", sweep.data_bin, "--heads", str(heads), "--layouts", "topk",
+           "--sentences", str(b.get("sentences", 192)), "--repeats", str(b.get("repeats", 3)),
+           "--threads", str(b.get("threads", 1)), "--work-dir", work,
+           "--markdown", f"{tables}.md", "--csv", f"{tables}.csv"]
     log = os.path.join(work, "bench.log")
     os.makedirs(work, exist_ok=True)
-    check(run(cmd, log, show=False), f"pass-bench-inference on {gated}", log)
-    with open(os.path.join(work, "bench.csv"), encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    row = next(r for r in rows if r["model"].startswith(f"pruned K={heads}"))
-    return {"speedup": float(row["speedup"]), "time_over_ideal": float(row["time_over_ideal"]),
-            "attn_speedup": float(row["attn_speedup"])}
+    check(run(cmd, log, show=False), f"pass-bench-inference on {', '.join(checkpoints)}", log)
+    with open(f"{tables}.csv", encoding="utf-8") as f:
+        rows = {r["model"]: r for r in csv.DictReader(f)}
+    return {name: {key: float(rows[f"pruned K={heads} topk {name}"][key])
+                   for key in ("speedup", "time_over_ideal", "attn_speedup", "spread")} for name in checkpoints}
 
 
 def prepare_mask(sweep: Sweep, spec: RunSpec) -> str:
@@ -501,7 +509,8 @@ def run_one(sweep: Sweep, spec: RunSpec, data: str) -> dict:
     timed = sweep.bench is not None
     if spec.prune:
         result.update(prune_and_score(sweep, spec, selected, spec.prune, work))
-        result["bench"] = bench_ratios(sweep, selected, spec.heads, os.path.join(work, "bench")) if timed else {}
+        result["bench"] = bench_ratios(sweep, {spec.name: selected}, spec.heads, os.path.join(work, "bench"))[
+            spec.name] if timed else {}
     else:
         result.update(score(sweep, selected, work), kept_heads=HEADS_TOTAL, modules_active=MODULES_TOTAL)
         result["bench"] = dict(UNPRUNED_BENCH) if timed else {}
@@ -597,12 +606,15 @@ def selected_runs(specs: List[RunSpec], only: Optional[List[str]]) -> List[RunSp
 
 def rebench(sweep: Sweep, only: Optional[List[str]] = None) -> int:
     """Time every finished pruned run (or those whose method or run name is in ``only``)
-    again, keeping its scores: all speed ratios of the table then come from one machine state
-    and one version of the decoding code. Each result is rewritten as soon as it is timed, so
-    an interrupted rebench goes on with ``only``. The unpruned rows, the benchmark's reference,
-    get their speed-up of 1 (a sweep first run with ``"bench": false``). Returns how many runs
-    were timed."""
-    timed = 0
+    again, keeping its scores: all the runs at one K side by side in one
+    ``pass-bench-inference`` run (:func:`bench_ratios`), so that their speed ratios come from
+    one machine state and one version of the decoding code (runs timed one at a time, as the
+    sweep finishes them, differ by more than the methods do). That run's table is kept as
+    ``RESULTS/speed_k<K>.md`` and ``.csv``. A K's results are rewritten when its run has
+    finished; an interrupted rebench goes on with ``only``. The unpruned rows, the
+    benchmark's reference, get their speed-up of 1 (a sweep first run with ``"bench":
+    false``). Returns how many runs were timed."""
+    by_k: Dict[int, Dict[str, str]] = {}
     for spec in selected_runs(sweep.all_runs(), only):
         path = sweep.result_path(spec)
         if not os.path.isfile(path):
@@ -612,13 +624,17 @@ def rebench(sweep: Sweep, only: Optional[List[str]] = None) -> int:
             if not result.get("bench"):
                 write_json(path, dict(result, bench=dict(UNPRUNED_BENCH)), indent=1)
             continue
-        selected = (os.path.join(sweep.finished_finetune_dir(result), result["selected"]) if spec.train
-                    else starting_checkpoint(sweep, spec))
-        print(f"sweep: timing {spec.name} again ({selected})", flush=True)
-        result["bench"] = bench_ratios(sweep, selected, spec.heads, os.path.join(sweep.run_dir(spec), "bench"))
-        write_json(path, result, indent=1)
-        timed += 1
-    return timed
+        by_k.setdefault(spec.heads, {})[spec.name] = (
+            os.path.join(sweep.finished_finetune_dir(result), result["selected"]) if spec.train
+            else starting_checkpoint(sweep, spec))
+    names = {s.name: s for s in sweep.all_runs()}
+    for k, checkpoints in sorted(by_k.items()):
+        print(f"sweep: timing {len(checkpoints)} runs at K = {k} side by side ({', '.join(checkpoints)})", flush=True)
+        work, tables = os.path.join(sweep.workdir, "rebench", f"k{k}"), os.path.join(sweep.results, f"speed_k{k}")
+        ratios = bench_ratios(sweep, checkpoints, k, work, tables)
+        for name, bench in ratios.items():
+            write_json(sweep.result_path(names[name]), dict(sweep.result(names[name]), bench=bench), indent=1)
+    return sum(len(c) for c in by_k.values())
 
 
 def resolve_try(sweep: Sweep, spec: RunSpec) -> Optional[RunSpec]:

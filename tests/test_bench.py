@@ -11,16 +11,23 @@ from pass_fairseq.bench.summary import ModelTiming, summarize
 from pass_fairseq.bench.timing import AttentionClock, Timer, attention_modules
 from pass_fairseq.cli import bench_inference
 
-from pruning_fixtures import build_gated, checkpoint_state, make_data
+from pruning_fixtures import CLOSED, MASK, OPEN, build_gated, checkpoint_state, make_data
 
 
 @pytest.fixture(scope="module")
-def gated_ckpt(tmp_path_factory):
-    data = make_data(str(tmp_path_factory.mktemp("toy")))
-    cfg, _, model = build_gated(data)
-    path = str(tmp_path_factory.mktemp("ckpt") / "gated.pt")
+def toy_data(tmp_path_factory):
+    return make_data(str(tmp_path_factory.mktemp("toy")))
+
+
+def _save_gated(data, path, **kwargs):
+    cfg, _, model = build_gated(data, **kwargs)
     torch.save(checkpoint_state(cfg, model), path)
     return path
+
+
+@pytest.fixture(scope="module")
+def gated_ckpt(toy_data, tmp_path_factory):
+    return _save_gated(toy_data, str(tmp_path_factory.mktemp("ckpt") / "gated.pt"))
 
 
 def test_bench_writes_table(gated_ckpt, tmp_path, capsys):
@@ -44,6 +51,41 @@ def test_bench_writes_table(gated_ckpt, tmp_path, capsys):
     assert float(rows["pruned K=8 packed"]["ideal_attn_speedup"]) > 1
     unpruned, pruned = int(rows["unpruned (stock transformer)"]["params"]), int(rows["pruned K=8 topk"]["params"])
     assert unpruned - pruned == 16 * (3 * (32 * 8 + 8) + 32 * 8)  # 16 heads of d=8 removed
+
+
+def test_bench_times_other_checkpoints_pruned_with_their_own_gates_in_the_same_run(gated_ckpt, toy_data, tmp_path,
+                                                                                   capsys):
+    packed = {name: [OPEN] * 4 if name == "encoder.layers.0.self_attn" else [CLOSED] * 4 for name in MASK}
+    packed["decoder.layers.1.encoder_attn"] = [OPEN, CLOSED, CLOSED, CLOSED]
+    other = _save_gated(toy_data, str(tmp_path / "other.pt"), mask=packed, seed=1)
+    work = str(tmp_path / "bench")
+    assert bench_inference.main([gated_ckpt, "--name", "a", "--also", f"b={other}", "--heads", "5", "--layouts",
+                                 "topk", "--sentences", "2", "--out-len", "2", "--repeats", "1", "--warmup", "0",
+                                 "--threads", "1", "--work-dir", work]) == 0
+    with open(os.path.join(work, "bench.csv")) as f:
+        rows = {r["model"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"unpruned (stock transformer)", "gated (transformer_pass)", "no attention (all skipped)",
+                         "pruned K=5 topk a", "pruned K=5 topk b"}
+    # a: the five open heads of MASK, in 3 modules; b: its own five, in 2 (the other 4 skipped)
+    assert [rows[f"pruned K=5 topk {n}"]["skipped_modules"] for n in "ab"] == ["3", "4"]
+    assert all(float(rows[f"pruned K=5 topk {n}"]["time_over_ideal"]) > 0 for n in "ab")
+    assert os.path.isfile(os.path.join(work, "pruned_k5_topk_b.pt"))
+
+
+@pytest.mark.parametrize("also, message", [
+    ("b", "give NAME=GATED.pt"), ("a b=x.pt", "give NAME=GATED.pt"), ("a={gated}", "the name a is used twice"),
+    ("b=missing.pt", "no such checkpoint"), ("b={reshaped}", "shapes differ"),
+])
+def test_bench_rejects_bad_also(gated_ckpt, toy_data, tmp_path, capsys, also, message):
+    state = torch.load(gated_ckpt, weights_only=False)
+    state["model"]["encoder.embed_tokens.weight"] = state["model"]["encoder.embed_tokens.weight"][:, :16]
+    torch.save(state, tmp_path / "reshaped.pt")
+    also = also.format(gated=gated_ckpt, reshaped=tmp_path / "reshaped.pt")
+    with pytest.raises(SystemExit) as exc:
+        bench_inference.main([gated_ckpt, "--name", "a", "--also", also, "--heads", "8", "--work-dir",
+                              str(tmp_path / "bench")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and message in err and err.count("\n") == 1
 
 
 def test_bench_rejects_mismatched_batch_and_sentence_lists(gated_ckpt, tmp_path, capsys):

@@ -328,27 +328,58 @@ def test_finetune_curves_come_from_the_logs_and_survive_a_checkout_without_them(
         assert [r["run"] for r in csv.DictReader(f)] == ["control-k72-s1", "pass-k16-s1"]
 
 
-def test_rebench_times_the_finished_pruned_runs_again_and_keeps_their_scores(tmp_path, monkeypatch):
+def test_rebench_times_the_runs_of_each_k_side_by_side_and_keeps_their_scores(tmp_path, monkeypatch):
     import pass_fairseq.sweep as sweep_module
 
     monkeypatch.chdir(tmp_path)
     sweep = Sweep.load(write_config(tmp_path))
     runs = {r.name: r for r in sweep.runs}
-    for name in ("control-k72-s1", "pass-k16-s1"):
+    for name in ("control-k72-s1", "pass-k16-s1", "pass-k16-s2", "pass-k8-s2"):
         spec = runs[name]
         os.makedirs(os.path.dirname(sweep.result_path(spec)), exist_ok=True)
         with open(sweep.result_path(spec), "w") as f:
             json.dump({"finetune": spec.finetune_name, "selected": "checkpoint_best.pt", "bench": {"speedup": 9.0},
                        "test": {"sacrebleu": 15.0}}, f)
     timed = []
-    monkeypatch.setattr(sweep_module, "bench_ratios", lambda sw, ckpt, k, work: timed.append((ckpt, k)) or {"speedup": 1.3})
-    assert sweep_module.rebench(sweep) == 1  # the unpruned control has no pruned model to time
-    assert timed == [(os.path.join("work", "finetunes", "pass-k16-s1", "checkpoint_best.pt"), 16)]
+
+    def bench_ratios(sw, checkpoints, k, work, tables):
+        timed.append((list(checkpoints), k, tables))
+        assert checkpoints[timed[-1][0][0]] == os.path.join("work", "finetunes", timed[-1][0][0], "checkpoint_best.pt")
+        return {name: {"speedup": 1.3 + i} for i, name in enumerate(checkpoints)}
+
+    monkeypatch.setattr(sweep_module, "bench_ratios", bench_ratios)
+    assert sweep_module.rebench(sweep) == 3  # the unpruned control has no pruned model to time
+    assert timed == [(["pass-k8-s2"], 8, os.path.join("results", "speed_k8")),
+                     (["pass-k16-s1", "pass-k16-s2"], 16, os.path.join("results", "speed_k16"))]
+    assert sweep.result(runs["pass-k16-s2"]) == {"finetune": "pass-k16-s2", "selected": "checkpoint_best.pt",
+                                                 "bench": {"speedup": 2.3}, "test": {"sacrebleu": 15.0}}
+    timed.clear()
     assert sweep_module.rebench(sweep, ["control", "pass-k8-s1"]) == 0  # --only: neither is a finished pruned run
-    assert sweep_module.rebench(sweep, ["pass-k16-s1"]) == 1
-    with open(sweep.result_path(runs["pass-k16-s1"])) as f:
-        assert json.load(f) == {"finetune": "pass-k16-s1", "selected": "checkpoint_best.pt", "bench": {"speedup": 1.3},
-                                "test": {"sacrebleu": 15.0}}
+    assert sweep_module.rebench(sweep, ["pass-k16-s2", "pass-k16-s1"]) == 2 and timed[0][0] == ["pass-k16-s2",
+                                                                                                 "pass-k16-s1"]
+    assert sweep.result(runs["pass-k16-s1"])["bench"] == {"speedup": 2.3}
+
+
+def test_bench_ratios_reads_every_named_checkpoint_from_one_real_benchmark_run(tmp_path, monkeypatch):
+    """The real pass-bench-inference on two tiny gated checkpoints with different masks."""
+    import pass_fairseq.sweep as sweep_module
+    from pruning_fixtures import CLOSED, MASK, OPEN, build_gated, checkpoint_state, make_data
+
+    data = make_data(str(tmp_path / "toy"))
+    paths = {}
+    for name, mask in (("a", MASK), ("b", {m: [OPEN, OPEN, CLOSED, CLOSED] for m in MASK})):
+        cfg, _, model = build_gated(data, mask=mask)
+        paths[name] = str(tmp_path / f"{name}.pt")
+        torch.save(checkpoint_state(cfg, model), paths[name])
+    config = dict(CONFIG, corpus=os.path.dirname(data), bench={"sentences": 2, "repeats": 1})
+    sweep = Sweep.load(write_config(tmp_path, config))
+    ratios = sweep_module.bench_ratios(sweep, paths, 4, str(tmp_path / "work"), str(tmp_path / "speed_k4"))
+    assert list(ratios) == ["a", "b"] and all(set(r) == {"speedup", "time_over_ideal", "attn_speedup", "spread"}
+                                              for r in ratios.values())
+    with open(tmp_path / "speed_k4.csv") as f:
+        rows = {r["model"]: r for r in csv.DictReader(f)}
+    assert rows["pruned K=4 topk a"]["skipped_modules"] == "3" and rows["pruned K=4 topk b"]["skipped_modules"] == "4"
+    assert float(rows["pruned K=4 topk b"]["speedup"]) == ratios["b"]["speedup"]
 
 
 def test_prune_and_score_prunes_to_k_or_to_the_own_heads_into_a_new_folder(tmp_path, monkeypatch):
@@ -484,11 +515,12 @@ def test_a_prepared_mask_scored_as_is_shares_the_fine_tuned_runs_mask_and_trains
     monkeypatch.setattr(sweep_module, "fine_tune", no_fine_tune)
     monkeypatch.setattr(sweep_module, "gate_summary", lambda ckpt, k: {"on_target": True, "kept": k, "ckpt": ckpt})
     monkeypatch.setattr(sweep_module, "prune_and_score", lambda sw, spec, ckpt, how, work: {"pruned": (ckpt, how)})
-    monkeypatch.setattr(sweep_module, "bench_ratios", lambda sw, ckpt, k, work: {"speedup": 1.5})
+    monkeypatch.setattr(sweep_module, "bench_ratios", lambda sw, ckpts, k, work: {n: {"speedup": 1.5} for n in ckpts})
     result = sweep_module.run_one(sweep, runs["michel-as-is-k16-s1"], "data")
     assert result["selected"] == "michel_k16.pt" and result["finetune_seconds"] == 0.0 and result["updates"] == 100
     assert result["pruned"] == (mask, "gates") and result["gates"]["ckpt"] == mask
-    monkeypatch.setattr(sweep_module, "bench_ratios", lambda sw, ckpt, k, work: {"timed": ckpt})
+    monkeypatch.setattr(sweep_module, "bench_ratios", lambda sw, ckpts, k, work, tables: {n: {"timed": c}
+                                                                                         for n, c in ckpts.items()})
     write_json(sweep.result_path(runs["michel-as-is-k16-s1"]), result)
     assert sweep_module.rebench(sweep, ["michel-as-is"]) == 1  # no fine-tune to find: the mask is timed
     assert sweep.result(runs["michel-as-is-k16-s1"])["bench"] == {"timed": mask}

@@ -3,6 +3,8 @@ import csv
 import sys
 from typing import List, Optional, Sequence, Tuple
 
+from pass_fairseq.commands import atomic_write
+
 
 def to_markdown(columns: Sequence[Tuple[str, str]], rows: List[dict], intro: str) -> str:
     """``intro``, a blank line, then one table line per row; ``columns`` are
@@ -15,14 +17,15 @@ def to_markdown(columns: Sequence[Tuple[str, str]], rows: List[dict], intro: str
 
 def write_tables(markdown: str, rows: List[dict], md_path: Optional[str], csv_path: Optional[str]) -> List[str]:
     """Write the markdown text and the rows (every key a CSV column) where a path is
-    given, and say so on stderr; returns the paths written."""
+    given (never half a file: :func:`pass_fairseq.commands.atomic_write`), and say so on
+    stderr; returns the paths written."""
     written = []
     if md_path:
-        with open(md_path, "w") as f:
+        with atomic_write(md_path) as f:
             f.write(markdown + "\n")
         written.append(md_path)
     if csv_path:
-        with open(csv_path, "w", newline="") as f:
+        with atomic_write(csv_path, newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)

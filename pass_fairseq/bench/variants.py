@@ -5,12 +5,13 @@ the unpruned model as a stock fairseq model (``transformer`` or ``transformer_lm
 attention-free model (every attention module skipped, for T_noattn) and pruned models at
 each K with the checkpoint's own top-K mask (``topk``) and with the same K packed into as few
 modules as possible (``packed``, what the concentrator aims for); the gated checkpoint itself
-is used as it is.
+is used as it is. More gated checkpoints of the same architecture (``others``) add their own
+pruned models, labelled with their names, timed against the same unpruned model.
 """
 import argparse
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from pass_fairseq.checkpoints import convert, deployment, model_name, save_atomic
 from pass_fairseq.pruning import packed_selection, select_heads, state_dict_gates
@@ -32,16 +33,25 @@ def module_heads(state: dict) -> Dict[str, int]:
     return {p: la.numel() for p, la in zip(prefixes, log_alphas)}
 
 
-def write_variants(state: dict, checkpoint: str, ks: Sequence[int], layouts: Sequence[str],
-                   work_dir: str) -> List[Variant]:
-    """Write the converted checkpoints; returns every variant, the gated one included.
-    Raises :class:`pass_fairseq.pruning.PruningError` on a bad K."""
-    heads = module_heads(state)
-    _, log_alphas, _ = state_dict_gates(state["model"])
+def same_architecture(state: dict, other: dict) -> bool:
+    """Whether two checkpoints hold models of the same shape (every parameter and buffer)."""
+    def shapes(s):
+        return {k: tuple(v.shape) for k, v in s["model"].items()}
+    return shapes(state) == shapes(other)
 
-    def write(name, kept, fmt="pruned"):
-        path = os.path.join(work_dir, name)
-        save_atomic(convert(state, fmt=fmt, kept=kept), path)
+
+def write_variants(state: dict, checkpoint: str, ks: Sequence[int], layouts: Sequence[str],
+                   work_dir: str, name: str = "", others: Sequence[Tuple[str, dict]] = ()) -> List[Variant]:
+    """Write the converted checkpoints; returns every variant, the gated one included.
+    ``name`` labels the checkpoint's own pruned models; ``others`` are (name, state) of more
+    gated checkpoints of the same architecture (:func:`same_architecture`), each pruned at
+    every K and layout with its own gates. Raises :class:`pass_fairseq.pruning.PruningError`
+    on a bad K."""
+    heads = module_heads(state)
+
+    def write(file_name, kept, fmt="pruned", source=state):
+        path = os.path.join(work_dir, file_name)
+        save_atomic(convert(source, fmt=fmt, kept=kept), path)
         return path
 
     every = {p: list(range(n)) for p, n in heads.items()}
@@ -52,11 +62,16 @@ def write_variants(state: dict, checkpoint: str, ks: Sequence[int], layouts: Seq
         Variant(f"gated ({model_name(state)})", "gated", checkpoint, None),
         Variant("no attention (all skipped)", "noattn", write("noattn.pt", none), none),
     ]
-    for k in ks:
-        for layout in layouts:
-            selected = select_heads(log_alphas, heads=k) if layout == "topk" else packed_selection(log_alphas, k)
-            kept = dict(zip(heads, selected))
-            variants.append(Variant(f"pruned K={k} {layout}", "pruned", write(f"pruned_k{k}_{layout}.pt", kept), kept))
+    for source_name, source in [(name, state), *others]:
+        _, log_alphas, _ = state_dict_gates(source["model"])
+        for k in ks:
+            for layout in layouts:
+                selected = select_heads(log_alphas, heads=k) if layout == "topk" else packed_selection(log_alphas, k)
+                kept = dict(zip(heads, selected))
+                label, file_name = f"pruned K={k} {layout}", f"pruned_k{k}_{layout}"
+                if source_name:
+                    label, file_name = f"{label} {source_name}", f"{file_name}_{source_name}"
+                variants.append(Variant(label, "pruned", write(f"{file_name}.pt", kept, source=source), kept))
     return variants
 
 

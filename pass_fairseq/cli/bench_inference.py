@@ -1,5 +1,8 @@
 """``pass-bench-inference GATED.pt [--heads 48,32,16,8] [--layouts topk,packed] [--batch-size 64,1] [--device cuda]``:
 inference benchmark of unpruned, gated and pruned models, side by side in one run.
+``--name A --also B=OTHER.pt --also C=THIRD.pt`` adds the pruned models of more gated
+checkpoints of the same architecture (other methods, other seeds) to the same run, labelled
+by name, so that their speed-ups are ratios from one run.
 
 From one gated checkpoint it writes (to ``--work-dir``) and loads the unpruned model as a
 stock fairseq ``transformer`` (or ``transformer_lm``), the gated model itself, pruned models
@@ -17,8 +20,9 @@ per-module cost model, printed and written to ``WORK_DIR/bench.md`` and ``bench.
 """
 import argparse
 import os
+import re
 import sys
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 from fairseq.tasks.language_modeling import LanguageModelingTask
@@ -27,11 +31,14 @@ from pass_fairseq.bench.data import has_split, prompt_batches, sentence_batches
 from pass_fairseq.bench.summary import COLUMNS, COST_COLUMNS, ModelTiming, cost_model, summarize
 from pass_fairseq.bench.tables import to_markdown, write_tables
 from pass_fairseq.bench.timing import Timer, time_decoding
-from pass_fairseq.bench.variants import load_models, module_heads, param_count, write_variants
+from pass_fairseq.bench.variants import load_models, module_heads, param_count, same_architecture, write_variants
 from pass_fairseq.checkpoints import load_checkpoint
 from pass_fairseq.cli import parse_cli, parse_int_list
 from pass_fairseq.errors import fail
 from pass_fairseq.pruning import PruningError
+
+#: a checkpoint's name in --name and --also: it becomes part of a file name and a row label
+NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt-len", type=int, default=16,
                    help="language models: prompt tokens, the first P tokens of each sentence of the split"
                         " that has more (default 16)")
+    p.add_argument("--name", default="",
+                   help="label of this checkpoint's pruned models (beside --also's); default none")
+    p.add_argument("--also", metavar="NAME=GATED.pt", action="append", default=[],
+                   help="another gated checkpoint of the same architecture (repeatable): its own pruned models at"
+                        " each K and layout, labelled NAME, timed in the same run against the same unpruned model")
     p.add_argument("--heads", default="48,32,16,8", help="K values of the pruned models (default 48,32,16,8)")
     p.add_argument("--layouts", default="topk,packed",
                    help="masks per K: topk (the checkpoint's largest log_alpha) and/or packed (default both)")
@@ -108,8 +120,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not has_split(data, args.subset):
         fail(f"no {args.subset} split in {data}: give the data-bin directory that has it with --data DIR")
     os.makedirs(args.work_dir, exist_ok=True)
+    others = load_others(args, state)
     try:
-        variants = write_variants(state, args.checkpoint, ks, layouts, args.work_dir)
+        variants = write_variants(state, args.checkpoint, ks, layouts, args.work_dir, args.name, others)
     except PruningError as e:
         fail(str(e))
     models, task = load_models(variants, data, device, args.beam)
@@ -155,6 +168,27 @@ def main(argv: Optional[List[str]] = None) -> int:
     write_tables(markdown, rows, args.markdown or os.path.join(args.work_dir, "bench.md"),
                  args.csv or os.path.join(args.work_dir, "bench.csv"))
     return 0
+
+
+def load_others(args, state: dict) -> List[Tuple[str, dict]]:
+    """(name, state) of every ``--also NAME=GATED.pt``, or a one-line error: names are
+    distinct file-name words, files are checkpoints of ``state``'s architecture."""
+    if args.name and not NAME.fullmatch(args.name):
+        fail(f"--name {args.name}: give letters, digits, '.', '_' or '-' (it becomes part of a file name)")
+    others, names = [], [args.name]
+    for item in args.also:
+        name, sep, path = item.partition("=")
+        if not sep or not NAME.fullmatch(name) or not path:
+            fail(f"--also {item}: give NAME=GATED.pt, NAME of letters, digits, '.', '_' or '-'")
+        if name in names:
+            fail(f"--also {item}: the name {name} is used twice; give every checkpoint its own")
+        other = load_checkpoint(path)
+        if not same_architecture(state, other):
+            fail(f"--also {item}: its model's shapes differ from {args.checkpoint}'s; give checkpoints of one"
+                 " architecture")
+        names.append(name)
+        others.append((name, other))
+    return others
 
 
 def _cfg_get(part, key):

@@ -7,7 +7,8 @@ write the table and the plots from every finished run.
     pass-sweep results/deb-de-en/sweep.json --only pass-k16-s2,michel   # runs first, in this order
     pass-sweep results/deb-de-en/sweep.json --redo pass-k16-s1
     pass-sweep results/deb-de-en/sweep.json --table      # only rebuild table and plots
-    pass-sweep results/deb-de-en/sweep.json --rebench    # time every finished run again, then the table
+    pass-sweep results/deb-de-en/sweep.json --rebench    # time every finished run again (each K's runs side by
+                                                         # side in one benchmark run), then the table
     pass-sweep CONFIG --only pass --no-table & pass-sweep CONFIG --only michel --no-table &
                                                          # side by side (a GPU), then --table once
     pass-sweep CONFIG --independent-methods              # methods that can run side by side
@@ -42,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not rebuild the table and plots at the end (sweeps of one config running side by side"
                         " on disjoint --only runs; rebuild once with --table when they have finished)")
     p.add_argument("--rebench", action="store_true",
-                   help="time every finished pruned run again (on a quiet machine, or after a change to the decoding"
-                        " code), keeping its scores, then rebuild the table")
+                   help="time every finished pruned run again, the runs of each K side by side in one benchmark run"
+                        " (RESULTS/speed_k<K>.md), keeping their scores, then rebuild the table (on a quiet machine,"
+                        " or after a change to the decoding code)")
     p.add_argument("--independent-methods", action="store_true",
                    help="print the config's methods on one line, base first, and stop; exit 2 with the reason when"
                         " they cannot run side by side (tuning tries, a shared mask kind, strongest_baseline):"
