@@ -9,6 +9,7 @@ import torch
 
 from pass_fairseq.bench.summary import ModelTiming, summarize
 from pass_fairseq.bench.timing import AttentionClock, Timer, attention_modules
+from pass_fairseq.gates import REOPEN_KEY, SUBSET_K_KEY
 from pass_fairseq.cli import bench_inference
 
 from pruning_fixtures import CLOSED, MASK, OPEN, build_gated, checkpoint_state, make_data
@@ -58,6 +59,11 @@ def test_bench_times_other_checkpoints_pruned_with_their_own_gates_in_the_same_r
     packed = {name: [OPEN] * 4 if name == "encoder.layers.0.self_attn" else [CLOSED] * 4 for name in MASK}
     packed["decoder.layers.1.encoder_attn"] = [OPEN, CLOSED, CLOSED, CLOSED]
     other = _save_gated(toy_data, str(tmp_path / "other.pt"), mask=packed, seed=1)
+    state = torch.load(other, weights_only=False)  # as subset gates (DSP, STE) hold it: other buffers
+    for name in MASK:
+        del state["model"][name + REOPEN_KEY]
+        state["model"][name + SUBSET_K_KEY] = torch.tensor(5)
+    torch.save(state, other)
     work = str(tmp_path / "bench")
     assert bench_inference.main([gated_ckpt, "--name", "a", "--also", f"b={other}", "--heads", "5", "--layouts",
                                  "topk", "--sentences", "2", "--out-len", "2", "--repeats", "1", "--warmup", "0",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from pass_fairseq.checkpoints import convert, deployment, model_name, save_atomic
-from pass_fairseq.pruning import packed_selection, select_heads, state_dict_gates
+from pass_fairseq.pruning import gate_only, packed_selection, select_heads, state_dict_gates
 
 
 @dataclass
@@ -34,10 +34,13 @@ def module_heads(state: dict) -> Dict[str, int]:
 
 
 def same_architecture(state: dict, other: dict) -> bool:
-    """Whether two checkpoints hold models of the same shape (every parameter and buffer)."""
+    """Whether two gated checkpoints prune to models of the same shapes: the same attention
+    modules and head counts, and the same shape of every entry that is not a gate's
+    (:func:`pass_fairseq.pruning.gate_only`: a Hard Concrete gate and a subset gate hold
+    different buffers)."""
     def shapes(s):
-        return {k: tuple(v.shape) for k, v in s["model"].items()}
-    return shapes(state) == shapes(other)
+        return {k: tuple(v.shape) for k, v in s["model"].items() if not gate_only(k)}
+    return module_heads(other) == module_heads(state) and shapes(other) == shapes(state)
 
 
 def write_variants(state: dict, checkpoint: str, ks: Sequence[int], layouts: Sequence[str],
