@@ -65,6 +65,7 @@ from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional
 
 from pass_fairseq import evaluation
+from pass_fairseq.bench.variants import CHECKPOINT_NAME, pruned_label
 from pass_fairseq.checkpoints import load_checkpoint
 from pass_fairseq.commands import JobError, atomic_write, check, run, tool, write_json
 from pass_fairseq.gate_report import gate_report
@@ -199,6 +200,10 @@ class Sweep:
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise JobError(f"{path}: runs listed twice: {', '.join(duplicates)}")
+        odd = sorted({n for n in names if not CHECKPOINT_NAME.fullmatch(n)})
+        if odd:
+            raise JobError(f"{path}: run names name files and benchmark rows: give methods and tries names of"
+                           f" letters, digits, '.', '_' and '-' ({', '.join(odd)})")
         best = raw.get("strongest_baseline")
         if best:
             k = best["heads"]
@@ -242,7 +247,8 @@ class Sweep:
         ``strongest_baseline`` (its runs wait for every listed method)."""
         methods = list(self.entries)
         kinds = [e["prepare"] for e in self.entries.values() if e.get("prepare")]
-        links = [f"{m} has tuning tries" for m, e in self.entries.items() if e.get("tries")]
+        links = [f"{m} takes {e['tries_from']}'s tuning tries" if e.get("tries_from") else f"{m} has tuning tries"
+                 for m, e in self.entries.items() if e.get("tries")]
         links += [f"several methods prepare {k} masks" for k in sorted(set(kinds)) if kinds.count(k) > 1]
         links += ["strongest_baseline adds runs"] if self.strongest else []
         if links:
@@ -433,8 +439,13 @@ def bench_ratios(sweep: Sweep, checkpoints: Dict[str, str], heads: int, work: st
     check(run(cmd, log, show=False), f"pass-bench-inference on {', '.join(checkpoints)}", log)
     with open(f"{tables}.csv", encoding="utf-8") as f:
         rows = {r["model"]: r for r in csv.DictReader(f)}
-    return {name: {key: float(rows[f"pruned K={heads} topk {name}"][key])
-                   for key in ("speedup", "time_over_ideal", "attn_speedup", "spread")} for name in checkpoints}
+    ratios = {}
+    for name in checkpoints:
+        row = rows.get(pruned_label(heads, "topk", name))
+        if row is None:
+            raise JobError(f"{tables}.csv has no row {pruned_label(heads, 'topk', name)!r}; see {log}")
+        ratios[name] = {key: float(row[key]) for key in ("speedup", "time_over_ideal", "attn_speedup", "spread")}
+    return ratios
 
 
 def prepare_mask(sweep: Sweep, spec: RunSpec) -> str:
@@ -605,36 +616,41 @@ def selected_runs(specs: List[RunSpec], only: Optional[List[str]]) -> List[RunSp
 
 
 def rebench(sweep: Sweep, only: Optional[List[str]] = None) -> int:
-    """Time every finished pruned run (or those whose method or run name is in ``only``)
-    again, keeping its scores: all the runs at one K side by side in one
-    ``pass-bench-inference`` run (:func:`bench_ratios`), so that their speed ratios come from
-    one machine state and one version of the decoding code (runs timed one at a time, as the
-    sweep finishes them, differ by more than the methods do). That run's table is kept as
-    ``RESULTS/speed_k<K>.md`` and ``.csv``. A K's results are rewritten when its run has
-    finished; an interrupted rebench goes on with ``only``. The unpruned rows, the
-    benchmark's reference, get their speed-up of 1 (a sweep first run with ``"bench":
-    false``). Returns how many runs were timed."""
-    by_k: Dict[int, Dict[str, str]] = {}
-    for spec in selected_runs(sweep.all_runs(), only):
-        path = sweep.result_path(spec)
-        if not os.path.isfile(path):
-            continue
+    """Time every finished pruned run again, keeping its scores: all the runs at one K side
+    by side in one ``pass-bench-inference`` run (:func:`bench_ratios`), so that their speed
+    ratios come from one machine state and one version of the decoding code (runs timed one
+    at a time, as the sweep finishes them, differ by more than the methods do). That run's
+    table is kept as ``RESULTS/speed_k<K>.md`` and ``.csv``. ``only`` (method and run names)
+    chooses K's: every finished pruned run at the K of a run it names is timed, since a K's
+    runs are timed together. A K's results are rewritten when its run has finished, so an
+    interrupted rebench goes on with ``only`` naming a run of each K still to do. The
+    unpruned rows, the benchmark's reference, get their speed-up of 1 (a sweep first run
+    with ``"bench": false``). Returns how many runs were timed."""
+    finished = [s for s in sweep.all_runs() if os.path.isfile(sweep.result_path(s))]
+    chosen = selected_runs(finished, only)
+    for spec in chosen:
         result = sweep.result(spec)
-        if not spec.prune:
-            if not result.get("bench"):
-                write_json(path, dict(result, bench=dict(UNPRUNED_BENCH)), indent=1)
-            continue
-        by_k.setdefault(spec.heads, {})[spec.name] = (
-            os.path.join(sweep.finished_finetune_dir(result), result["selected"]) if spec.train
-            else starting_checkpoint(sweep, spec))
-    names = {s.name: s for s in sweep.all_runs()}
-    for k, checkpoints in sorted(by_k.items()):
-        print(f"sweep: timing {len(checkpoints)} runs at K = {k} side by side ({', '.join(checkpoints)})", flush=True)
+        if not spec.prune and not result.get("bench"):
+            write_json(sweep.result_path(spec), dict(result, bench=dict(UNPRUNED_BENCH)), indent=1)
+    timed = 0
+    for k in sorted({s.heads for s in chosen if s.prune}):
+        runs = [s for s in finished if s.prune and s.heads == k]
+        checkpoints = {s.name: scored_checkpoint(sweep, s, sweep.result(s)) for s in runs}
+        print(f"sweep: timing {len(runs)} runs at K = {k} side by side ({', '.join(checkpoints)})", flush=True)
         work, tables = os.path.join(sweep.workdir, "rebench", f"k{k}"), os.path.join(sweep.results, f"speed_k{k}")
         ratios = bench_ratios(sweep, checkpoints, k, work, tables)
-        for name, bench in ratios.items():
-            write_json(sweep.result_path(names[name]), dict(sweep.result(names[name]), bench=bench), indent=1)
-    return sum(len(c) for c in by_k.values())
+        for spec in runs:
+            write_json(sweep.result_path(spec), dict(sweep.result(spec), bench=ratios[spec.name]), indent=1)
+        timed += len(runs)
+    return timed
+
+
+def scored_checkpoint(sweep: Sweep, spec: RunSpec, result: dict) -> str:
+    """The gated checkpoint a finished run pruned and scored: its fine-tune's selected
+    checkpoint, or its prepared mask when it had no fine-tune."""
+    if spec.train:
+        return os.path.join(sweep.finished_finetune_dir(result), result["selected"])
+    return starting_checkpoint(sweep, spec)
 
 
 def resolve_try(sweep: Sweep, spec: RunSpec) -> Optional[RunSpec]:

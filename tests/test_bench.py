@@ -80,7 +80,7 @@ def test_bench_times_other_checkpoints_pruned_with_their_own_gates_in_the_same_r
 
 @pytest.mark.parametrize("also, message", [
     ("b", "give NAME=GATED.pt"), ("a b=x.pt", "give NAME=GATED.pt"), ("a={gated}", "the name a is used twice"),
-    ("b=missing.pt", "no such checkpoint"), ("b={reshaped}", "shapes differ"),
+    ("b=missing.pt", "no such checkpoint"), ("b={reshaped}", "shapes differ"), ("a/b={gated}", "give NAME=GATED.pt"),
 ])
 def test_bench_rejects_bad_also(gated_ckpt, toy_data, tmp_path, capsys, also, message):
     state = torch.load(gated_ckpt, weights_only=False)
@@ -92,6 +92,13 @@ def test_bench_rejects_bad_also(gated_ckpt, toy_data, tmp_path, capsys, also, me
                               str(tmp_path / "bench")])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and message in err and err.count("\n") == 1
+
+
+def test_bench_rejects_a_name_that_cannot_name_a_file(gated_ckpt, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench_inference.main([gated_ckpt, "--name", "../a", "--heads", "8", "--work-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "--name ../a: give letters, digits" in err and err.count("\n") == 1
 
 
 def test_bench_rejects_mismatched_batch_and_sentence_lists(gated_ckpt, tmp_path, capsys):

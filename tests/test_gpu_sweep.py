@@ -66,7 +66,7 @@ def test_methods_that_depend_on_each_other_are_refused(tmp_path):
     assert proc.returncode == 2 and calls == []
     err = proc.stderr.strip()
     assert err.count("\n") == 0 and err.startswith("pass_fairseq: error: ") and "run them in one pass-sweep" in err
-    assert "pass has tuning tries; passconc has tuning tries" in err
+    assert "pass has tuning tries; passconc takes pass's tuning tries" in err
     assert "several methods prepare michel masks" in err and "strongest_baseline adds runs" in err
 
 

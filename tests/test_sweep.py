@@ -39,6 +39,12 @@ def test_config_expands_runs_and_fills_k_and_seed(tmp_path):
     assert sweep.result_path(run) == os.path.join("results", "runs", "pass-k8-s1.json")
 
 
+def test_run_names_that_cannot_name_a_file_are_refused(tmp_path):
+    config = dict(CONFIG, runs=CONFIG["runs"] + [{"method": "pass+conc", "heads": [8], "flags": []}])
+    with pytest.raises(JobError, match=r"letters, digits.*\(pass\+conc-k8-s1\)"):
+        Sweep.load(write_config(tmp_path, config))
+
+
 def test_duplicate_runs_are_refused(tmp_path):
     config = dict(CONFIG, runs=CONFIG["runs"] + [{"method": "pass", "heads": [8], "flags": []}])
     with pytest.raises(JobError, match="runs listed twice: pass-k8-s1"):
@@ -355,9 +361,8 @@ def test_rebench_times_the_runs_of_each_k_side_by_side_and_keeps_their_scores(tm
                                                  "bench": {"speedup": 2.3}, "test": {"sacrebleu": 15.0}}
     timed.clear()
     assert sweep_module.rebench(sweep, ["control", "pass-k8-s1"]) == 0  # --only: neither is a finished pruned run
-    assert sweep_module.rebench(sweep, ["pass-k16-s2", "pass-k16-s1"]) == 2 and timed[0][0] == ["pass-k16-s2",
-                                                                                                 "pass-k16-s1"]
-    assert sweep.result(runs["pass-k16-s1"])["bench"] == {"speedup": 2.3}
+    assert sweep_module.rebench(sweep, ["pass-k16-s2"]) == 2  # --only picks K's: the whole K is timed together
+    assert timed == [(["pass-k16-s1", "pass-k16-s2"], 16, os.path.join("results", "speed_k16"))]
 
 
 def test_bench_ratios_reads_every_named_checkpoint_from_one_real_benchmark_run(tmp_path, monkeypatch):
@@ -380,6 +385,18 @@ def test_bench_ratios_reads_every_named_checkpoint_from_one_real_benchmark_run(t
         rows = {r["model"]: r for r in csv.DictReader(f)}
     assert rows["pruned K=4 topk a"]["skipped_modules"] == "3" and rows["pruned K=4 topk b"]["skipped_modules"] == "4"
     assert float(rows["pruned K=4 topk b"]["speedup"]) == ratios["b"]["speedup"]
+
+
+def test_bench_ratios_without_a_run_s_row_is_a_one_line_error(tmp_path, monkeypatch):
+    import pass_fairseq.sweep as sweep_module
+
+    monkeypatch.chdir(tmp_path)
+    sweep = Sweep.load(write_config(tmp_path))
+    (tmp_path / "speed_k4.csv").write_text("model,speedup,time_over_ideal,attn_speedup,spread\n"
+                                           "pruned K=4 topk a,1.5,1.0,3.0,0.1\n")
+    monkeypatch.setattr(sweep_module, "run", lambda cmd, log, show: 0)  # the benchmark "ran"
+    with pytest.raises(JobError, match=r"speed_k4.csv has no row 'pruned K=4 topk b'; see .*bench.log$"):
+        sweep_module.bench_ratios(sweep, {"a": "a.pt", "b": "b.pt"}, 4, "work", "speed_k4")
 
 
 def test_prune_and_score_prunes_to_k_or_to_the_own_heads_into_a_new_folder(tmp_path, monkeypatch):

@@ -10,11 +10,23 @@ pruned models, labelled with their names, timed against the same unpruned model.
 """
 import argparse
 import os
+import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from pass_fairseq.checkpoints import convert, deployment, model_name, save_atomic
 from pass_fairseq.pruning import gate_only, packed_selection, select_heads, state_dict_gates
+
+
+#: a checkpoint's name on its pruned models (pass-bench-inference --name and --also, a sweep's
+#: run names): it becomes part of a file name and of a row label
+CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def pruned_label(k: int, layout: str, name: str = "") -> str:
+    """The benchmark's row label of the pruned model at ``k`` heads with ``layout``'s mask,
+    and, with ``name``, of whose checkpoint."""
+    return f"pruned K={k} {layout}" + (f" {name}" if name else "")
 
 
 @dataclass
@@ -40,7 +52,7 @@ def same_architecture(state: dict, other: dict) -> bool:
     different buffers)."""
     def shapes(s):
         return {k: tuple(v.shape) for k, v in s["model"].items() if not gate_only(k)}
-    return module_heads(other) == module_heads(state) and shapes(other) == shapes(state)
+    return list(module_heads(other).items()) == list(module_heads(state).items()) and shapes(other) == shapes(state)
 
 
 def write_variants(state: dict, checkpoint: str, ks: Sequence[int], layouts: Sequence[str],
@@ -71,10 +83,9 @@ def write_variants(state: dict, checkpoint: str, ks: Sequence[int], layouts: Seq
             for layout in layouts:
                 selected = select_heads(log_alphas, heads=k) if layout == "topk" else packed_selection(log_alphas, k)
                 kept = dict(zip(heads, selected))
-                label, file_name = f"pruned K={k} {layout}", f"pruned_k{k}_{layout}"
-                if source_name:
-                    label, file_name = f"{label} {source_name}", f"{file_name}_{source_name}"
-                variants.append(Variant(label, "pruned", write(f"{file_name}.pt", kept, source=source), kept))
+                file_name = f"pruned_k{k}_{layout}" + (f"_{source_name}" if source_name else "")
+                variants.append(Variant(pruned_label(k, layout, source_name), "pruned",
+                                        write(f"{file_name}.pt", kept, source=source), kept))
     return variants
 
 

@@ -20,7 +20,6 @@ per-module cost model, printed and written to ``WORK_DIR/bench.md`` and ``bench.
 """
 import argparse
 import os
-import re
 import sys
 from typing import List, Optional, Tuple
 
@@ -31,14 +30,12 @@ from pass_fairseq.bench.data import has_split, prompt_batches, sentence_batches
 from pass_fairseq.bench.summary import COLUMNS, COST_COLUMNS, ModelTiming, cost_model, summarize
 from pass_fairseq.bench.tables import to_markdown, write_tables
 from pass_fairseq.bench.timing import Timer, time_decoding
-from pass_fairseq.bench.variants import load_models, module_heads, param_count, same_architecture, write_variants
+from pass_fairseq.bench.variants import (CHECKPOINT_NAME, load_models, module_heads, param_count, same_architecture,
+                                         write_variants)
 from pass_fairseq.checkpoints import load_checkpoint
 from pass_fairseq.cli import parse_cli, parse_int_list
 from pass_fairseq.errors import fail
 from pass_fairseq.pruning import PruningError
-
-#: a checkpoint's name in --name and --also: it becomes part of a file name and a row label
-NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,16 +170,17 @@ def main(argv: Optional[List[str]] = None) -> int:
 def load_others(args, state: dict) -> List[Tuple[str, dict]]:
     """(name, state) of every ``--also NAME=GATED.pt``, or a one-line error: names are
     distinct file-name words, files are checkpoints of ``state``'s architecture."""
-    if args.name and not NAME.fullmatch(args.name):
+    if args.name and not CHECKPOINT_NAME.fullmatch(args.name):
         fail(f"--name {args.name}: give letters, digits, '.', '_' or '-' (it becomes part of a file name)")
     others, names = [], [args.name]
     for item in args.also:
         name, sep, path = item.partition("=")
-        if not sep or not NAME.fullmatch(name) or not path:
+        if not sep or not CHECKPOINT_NAME.fullmatch(name) or not path:
             fail(f"--also {item}: give NAME=GATED.pt, NAME of letters, digits, '.', '_' or '-'")
         if name in names:
             fail(f"--also {item}: the name {name} is used twice; give every checkpoint its own")
         other = load_checkpoint(path)
+        other.pop("last_optimizer_state", None)  # not needed to prune it; kept until the end otherwise
         if not same_architecture(state, other):
             fail(f"--also {item}: its model's shapes differ from {args.checkpoint}'s; give checkpoints of one"
                  " architecture")

@@ -34,8 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("config", help="the sweep's JSON config (e.g. results/deb-de-en/sweep.json)")
     p.add_argument("--list", action="store_true", help="list the runs (finished or not) and stop")
-    p.add_argument("--only", metavar="M1,RUN2", help="run (or with --rebench, time) only these methods and runs"
-                   " (names as --list prints them), in this order")
+    p.add_argument("--only", metavar="M1,RUN2", help="run only these methods and runs (names as --list prints them),"
+                   " in this order; with --rebench, time every finished run at their K's (a K's runs are timed"
+                   " together)")
     p.add_argument("--redo", metavar="RUN", action="append", default=[],
                    help="forget this run's result and work folder first (repeatable)")
     p.add_argument("--table", action="store_true", help="only rebuild the table and plots")
