@@ -65,7 +65,7 @@ from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional
 
 from pass_fairseq import evaluation
-from pass_fairseq.bench.variants import CHECKPOINT_NAME, pruned_label
+from pass_fairseq.bench.variants import CHECKPOINT_NAME, CHECKPOINT_NAME_RULE, pruned_label
 from pass_fairseq.checkpoints import load_checkpoint
 from pass_fairseq.commands import JobError, atomic_write, check, run, tool, write_json
 from pass_fairseq.gate_report import gate_report
@@ -203,7 +203,7 @@ class Sweep:
         odd = sorted({n for n in names if not CHECKPOINT_NAME.fullmatch(n)})
         if odd:
             raise JobError(f"{path}: run names name files and benchmark rows: give methods and tries names of"
-                           f" letters, digits, '.', '_' and '-' ({', '.join(odd)})")
+                           f" {CHECKPOINT_NAME_RULE} ({', '.join(odd)})")
         best = raw.get("strongest_baseline")
         if best:
             k = best["heads"]
@@ -628,9 +628,9 @@ def rebench(sweep: Sweep, only: Optional[List[str]] = None) -> int:
     with ``"bench": false``). Returns how many runs were timed."""
     finished = [s for s in sweep.all_runs() if os.path.isfile(sweep.result_path(s))]
     chosen = selected_runs(finished, only)
-    for spec in chosen:
+    for spec in (s for s in chosen if not s.prune):
         result = sweep.result(spec)
-        if not spec.prune and not result.get("bench"):
+        if not result.get("bench"):
             write_json(sweep.result_path(spec), dict(result, bench=dict(UNPRUNED_BENCH)), indent=1)
     timed = 0
     for k in sorted({s.heads for s in chosen if s.prune}):

@@ -21,6 +21,8 @@ from pass_fairseq.pruning import gate_only, packed_selection, select_heads, stat
 #: a checkpoint's name on its pruned models (pass-bench-inference --name and --also, a sweep's
 #: run names): it becomes part of a file name and of a row label
 CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9._-]+")
+#: what CHECKPOINT_NAME allows, for the error messages
+CHECKPOINT_NAME_RULE = "letters, digits, '.', '_' or '-'"
 
 
 def pruned_label(k: int, layout: str, name: str = "") -> str:

@@ -30,8 +30,8 @@ from pass_fairseq.bench.data import has_split, prompt_batches, sentence_batches
 from pass_fairseq.bench.summary import COLUMNS, COST_COLUMNS, ModelTiming, cost_model, summarize
 from pass_fairseq.bench.tables import to_markdown, write_tables
 from pass_fairseq.bench.timing import Timer, time_decoding
-from pass_fairseq.bench.variants import (CHECKPOINT_NAME, load_models, module_heads, param_count, same_architecture,
-                                         write_variants)
+from pass_fairseq.bench.variants import (CHECKPOINT_NAME, CHECKPOINT_NAME_RULE, load_models, module_heads, param_count,
+                                         same_architecture, write_variants)
 from pass_fairseq.checkpoints import load_checkpoint
 from pass_fairseq.cli import parse_cli, parse_int_list
 from pass_fairseq.errors import fail
@@ -171,12 +171,12 @@ def load_others(args, state: dict) -> List[Tuple[str, dict]]:
     """(name, state) of every ``--also NAME=GATED.pt``, or a one-line error: names are
     distinct file-name words, files are checkpoints of ``state``'s architecture."""
     if args.name and not CHECKPOINT_NAME.fullmatch(args.name):
-        fail(f"--name {args.name}: give letters, digits, '.', '_' or '-' (it becomes part of a file name)")
+        fail(f"--name {args.name}: give {CHECKPOINT_NAME_RULE} (it becomes part of a file name)")
     others, names = [], [args.name]
     for item in args.also:
         name, sep, path = item.partition("=")
         if not sep or not CHECKPOINT_NAME.fullmatch(name) or not path:
-            fail(f"--also {item}: give NAME=GATED.pt, NAME of letters, digits, '.', '_' or '-'")
+            fail(f"--also {item}: give NAME=GATED.pt, NAME of {CHECKPOINT_NAME_RULE}")
         if name in names:
             fail(f"--also {item}: the name {name} is used twice; give every checkpoint its own")
         other = load_checkpoint(path)
