@@ -21,7 +21,7 @@ test: $(STAMP)
 
 # make demo K=16 CONC=1 DEMO_ARGS="--epochs 3"
 demo: $(STAMP)
-	$(PY) scripts/demo.py $(if $(K),--heads $(K)) $(if $(CONC),--concentrator) $(DEMO_ARGS)
+	$(PY) -m pass_fairseq.experiments.demo $(if $(K),--heads $(K)) $(if $(CONC),--concentrator) $(DEMO_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -7,6 +7,10 @@ criteria (``pass_label_smoothed_cross_entropy``, ``pass_cross_entropy``), the ta
 (``translation_pass``, ``language_modeling_pass``) and the ``pass_adam`` optimizer.
 """
 import logging
+import os
+
+#: the folder to give fairseq as ``--user-dir`` (this package's own)
+PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
 
 # fairseq's text_to_speech task logs "Please install tensorboardX" at import (and calls
 # logging.basicConfig): keep that line out of every command that imports the plugin.

@@ -21,13 +21,12 @@ import copy
 import dataclasses
 import importlib
 import json
-import os
-import tempfile
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 
 from pass_fairseq.errors import fail
+from pass_fairseq.files import atomic_write
 from pass_fairseq.pruning import PruningError, prune_state_dict, select_heads, state_dict_gates
 
 #: classes a fairseq checkpoint pickles besides tensors: its model config is an argparse.Namespace
@@ -251,20 +250,6 @@ def _derived(state: dict, cfg: dict, model_state: Dict[str, torch.Tensor], histo
 
 
 def save_atomic(obj, path: str) -> None:
-    """``torch.save`` to a temp file beside ``path``, then rename over it (a crash leaves
-    either the old file or none, never half a file)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + ".", dir=directory)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's mode
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """``torch.save`` ``obj`` to ``path`` whole or not at all (:func:`pass_fairseq.files.atomic_write`)."""
+    with atomic_write(path, "wb") as f:
+        torch.save(obj, f)

@@ -1,10 +1,16 @@
-"""Clipping and selective reopening of gates (docs/method.md, "Clipping and selective reopening").
+"""The gate schedule's state and steps: clipping and selective reopening of gates
+(docs/method.md, "Clipping and selective reopening").
 
 Pure torch, no fairseq. The task calls these at epoch starts and after every update.
 """
 from typing import Optional
 
 import torch
+
+#: the schedule's state, kept as buffers of the gated model because fairseq restores the model
+#: on resume but not the task (:class:`pass_fairseq.models.gating.GatedModelMixin`): the last
+#: epoch whose start was handled, how often lambda has been multiplied, and the updates of this run
+SCHEDULE_BUFFERS = ("pass_epoch", "pass_lambda_steps", "pass_num_updates")
 
 
 def reopen_probabilities(confidence: torch.Tensor, closed: torch.Tensor, epoch: int,

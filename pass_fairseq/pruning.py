@@ -18,19 +18,18 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from pass_fairseq.gate_schedule import SCHEDULE_BUFFERS
 from pass_fairseq.gates import (GAMMA, GATE_KEY, KEPT_THRESHOLD, REOPEN_KEY, SUBSET_K_KEY, ZETA, count_gates,
                                 gate_values, top_k_mask)
 
 #: per-module entries of the gated module that a pruned or stock module does not have
 GATE_ONLY_SUFFIXES = (GATE_KEY, REOPEN_KEY, SUBSET_K_KEY, ".conf_mean", ".conf_count")
-#: model-level buffers of the gated models (their schedule state, ``models/gating.py``)
-MODEL_ONLY_KEYS = ("pass_epoch", "pass_lambda_steps", "pass_num_updates")
 PROJECTIONS = ("q_proj", "k_proj", "v_proj")
 
 
 def gate_only(key: str) -> bool:
     """Whether a state-dict entry exists only in a gated model (a gate or a schedule buffer)."""
-    return key in MODEL_ONLY_KEYS or any(key.endswith(s) for s in GATE_ONLY_SUFFIXES)
+    return key in SCHEDULE_BUFFERS or any(key.endswith(s) for s in GATE_ONLY_SUFFIXES)
 
 
 class PruningError(ValueError):

@@ -21,13 +21,13 @@ $PY -c "import torch, fairseq; print('torch', torch.__version__, 'cuda', torch.v
   | tee -a "$OUT/device.txt"
 
 TOY=$OUT/toy
-$PY -m pass_fairseq.toy_task "$TOY" > "$OUT/toy.log" 2>&1
+$PY -m pass_fairseq.experiments.toy_task "$TOY" > "$OUT/toy.log" 2>&1
 
 echo "== 1. training update: PASS vs stock (CUDA) =="
 BENCH_DATA=${BENCH_DATA:-$TOY/data-bin}
-$PY scripts/bench_training.py "$BENCH_DATA" --device cuda --markdown "$OUT/bench_training_fp32.md" \
+$PY -m pass_fairseq.cli.bench_training "$BENCH_DATA" --device cuda --markdown "$OUT/bench_training_fp32.md" \
   2>&1 | tee "$OUT/bench_training_fp32.log" | tail -8
-$PY scripts/bench_training.py "$BENCH_DATA" --device cuda --fp16 --markdown "$OUT/bench_training_fp16.md" \
+$PY -m pass_fairseq.cli.bench_training "$BENCH_DATA" --device cuda --fp16 --markdown "$OUT/bench_training_fp16.md" \
   2>&1 | tee "$OUT/bench_training_fp16.log" | tail -8
 
 echo "== 2. --fp16 end to end on the toy task =="
@@ -40,7 +40,7 @@ $PY -c "import pass_fairseq, fairseq_cli.train as t, sys; sys.argv[0] = 'fairseq
   --best-checkpoint-metric pass_loss --no-epoch-checkpoints --save-dir "$OUT/fp16" --num-workers 0 \
   --log-format simple --log-interval 1000 > "$OUT/fp16_train.log" 2>&1
 grep "pass: epoch 40" "$OUT/fp16_train.log" | tail -1
-$PY scripts/inspect_gates.py "$OUT/fp16/checkpoint_last.pt" | tail -1
+$PY -m pass_fairseq.cli.inspect_gates "$OUT/fp16/checkpoint_last.pt" | tail -1
 $PY - "$OUT/fp16/checkpoint_last.pt" <<'EOF'
 import sys
 import torch
@@ -49,7 +49,7 @@ state = torch.load(sys.argv[1], map_location="cpu", weights_only=True)["model"]
 dtypes = {str(v.dtype) for k, v in state.items() if k.endswith("conf_mean")}
 print("conf_mean dtypes in the fp16 checkpoint:", dtypes)
 EOF
-$PY scripts/prune_checkpoint.py "$OUT/fp16/checkpoint_last.pt" "$OUT/fp16/pruned.pt"
+$PY -m pass_fairseq.cli.prune_checkpoint "$OUT/fp16/checkpoint_last.pt" "$OUT/fp16/pruned.pt"
 for ckpt in checkpoint_last pruned; do
   $PY -c "import pass_fairseq, fairseq_cli.generate as g, sys; sys.argv[0] = 'fairseq-generate'; g.cli_main()" \
     "$TOY/data-bin" --user-dir pass_fairseq --path "$OUT/fp16/$ckpt.pt" --beam 5 --batch-size 64 \

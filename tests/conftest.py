@@ -10,12 +10,12 @@ import pytest
 import torch
 
 import pass_fairseq
-from pass_fairseq.toy_task import binarize, write_reversal_corpus
+from pass_fairseq.experiments.toy_task import binarize, write_reversal_corpus
 
 # Tiny models run fastest on one thread (and two test processes never fight over cores).
 torch.set_num_threads(1)
 
-USER_DIR = os.path.dirname(pass_fairseq.__file__)
+USER_DIR = pass_fairseq.PLUGIN_DIR
 
 #: a small gated model: 2+2 layers, 4 heads each, so 6 modules and 24 heads
 TINY_MODEL = [

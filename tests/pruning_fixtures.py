@@ -8,9 +8,9 @@ import torch
 from omegaconf import OmegaConf
 
 import pass_fairseq  # noqa: F401  (registers the plugin)
-from pass_fairseq.toy_task import binarize, write_reversal_corpus
+from pass_fairseq.experiments.toy_task import binarize, write_reversal_corpus
 
-PLUGIN_DIR = os.path.dirname(os.path.abspath(pass_fairseq.__file__))
+PLUGIN_DIR = pass_fairseq.PLUGIN_DIR
 
 MODEL_FLAGS = [
     "--arch", "transformer_pass_iwslt", "--encoder-layers", "2", "--decoder-layers", "2",

@@ -16,7 +16,7 @@ from pass_fairseq.gates import worker_uniform
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBE = os.path.join(ROOT, "tests", "dist_probe.py")
-LAUNCHER = os.path.join(ROOT, "scripts", "train_distributed.py")
+LAUNCHER = ["-m", "pass_fairseq.cli.train_distributed"]
 K, SEED, CLIP_MIN, REOPEN_UNTIL, REOPEN_DECAY = 4, 1, -6.0, 10, 1.0
 #: 2 ranks x 4 batches of --max-tokens 750 an epoch: 4 updates of ~1,300 target tokens. The
 #: gates move fast (--pass-gate-lr 0.5, lambda from 1) and close at -6, so closed gates meet
@@ -135,7 +135,7 @@ def test_regulariser_gradient_matches_one_process_with_update_freq_2(toy_data, t
     args = [toy_data, "--user-dir", USER_DIR, *ONE_UPDATE]
     single = train(toy_data, tmp_path / "single", *ONE_UPDATE, "--update-freq", "2")
     env = worker_env(os.environ, threads=1)
-    run_ok([sys.executable, LAUNCHER, "--nproc", "2", "--threads", "1", "--", *args, "--save-dir",
+    run_ok([sys.executable, *LAUNCHER, "--nproc", "2", "--threads", "1", "--", *args, "--save-dir",
             str(tmp_path / "ranks")], env)
     gates_1, all_1 = first_gradients(single)
     gates_2, all_2 = first_gradients(tmp_path / "ranks")

@@ -1,12 +1,12 @@
-"""pass_fairseq.evaluation: parsing fairseq-generate's output, scoring by sacreBLEU overall and
+"""pass_fairseq.experiments.evaluation: parsing fairseq-generate's output, scoring by sacreBLEU overall and
 per origin, and the two end to end on a tiny toy model."""
 import os
 
 import pytest
 
 from conftest import TINY_MODEL, TRAIN_COMMON, train
-from pass_fairseq.commands import JobError
-from pass_fairseq.evaluation import generate, generate_command, read_hypotheses, score
+from pass_fairseq.experiments.jobs import JobError
+from pass_fairseq.experiments.evaluation import generate, generate_command, read_hypotheses, score
 
 REFS = ["the cat sat on the mat .", "a dog barked at the postman .",
         "open the file and read it .", "close the window before you leave ."]

@@ -30,7 +30,9 @@ def _run(tmp_path, runs, **config):
     fake.chmod(0o755)
     cfg = tmp_path / "sweep.json"
     paths = {k: str(tmp_path / k) for k in ("corpus", "workdir", "results")}
-    cfg.write_text(json.dumps({**paths, "base": {}, "finetune": {}, **config, "runs": runs}))
+    cfg.write_text(json.dumps({**paths, "base": {"dir": str(tmp_path / "base"), "updates": 1},
+                               "finetune": {"shards": 1, "epochs": 1, "lr": 1e-3, "warmup": 1, "max_tokens": 100},
+                               **config, "runs": runs}))
     calls = tmp_path / "calls.txt"
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", CALLS=str(calls), PYTHON=sys.executable)
     proc = subprocess.run(["bash", SCRIPT, str(tmp_path / "logs"), str(cfg)], env=env, capture_output=True, text=True)

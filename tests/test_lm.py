@@ -17,7 +17,7 @@ from conftest import USER_DIR, load_state, train
 from pass_fairseq.bench.data import prompt_batches
 from pass_fairseq.cli import bench_inference, prune_checkpoint
 from pass_fairseq.gate_report import gate_report
-from pass_fairseq.toy_task import binarize_monolingual, write_reversal_lm_corpus
+from pass_fairseq.experiments.toy_task import binarize_monolingual, write_reversal_lm_corpus
 
 K = 2  # of 8 heads: 2 layers of 4
 #: stock --arch transformer_lm_gpt2_tiny and gated transformer_lm_pass_gpt2_tiny with these flags

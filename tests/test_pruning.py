@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from pass_fairseq.cli import prune_checkpoint as pc
-from pass_fairseq.models.transformer_pass_pruned import PrunedMultiheadAttention
+from pass_fairseq.modules.pruned_attention import PrunedMultiheadAttention
 from pass_fairseq.pruning import (PruningError, packed_selection, removed_parameter_count,
                                   select_heads)
 
 from pruning_fixtures import MASK, build_gated, checkpoint_state, log_probs, make_data, sample_batch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "scripts", "prune_checkpoint.py")
+SCRIPT = ["-m", "pass_fairseq.cli.prune_checkpoint"]
 EXPECTED_OPEN = {name: [h for h, v in enumerate(vals) if v > 0] for name, vals in MASK.items()}
 
 
@@ -292,10 +292,10 @@ def test_top_k_conversion_keeps_k_heads(gated_ckpt, tmp_path):
 def test_cli_script_runs(gated_ckpt, tmp_path):
     before = os.path.getmtime(gated_ckpt)
     out = str(tmp_path / "cli.pt")
-    proc = subprocess.run([sys.executable, SCRIPT, gated_ckpt, out, "--heads", "99"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, *SCRIPT, gated_ckpt, out, "--heads", "99"], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "pass_fairseq: error: --heads 99 is out of range: the model has 24 heads, give 1..24"], proc.stderr
-    proc = subprocess.run([sys.executable, SCRIPT, gated_ckpt, out, "--threshold", "0.5"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, *SCRIPT, gated_ckpt, out, "--threshold", "0.5"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert os.path.exists(out) and os.path.getmtime(gated_ckpt) == before
 

@@ -1,4 +1,4 @@
-"""pass_fairseq.shards on the toy task: the shards partition the training set, fairseq reads
+"""pass_fairseq.experiments.shards on the toy task: the shards partition the training set, fairseq reads
 them, and a second call is served from the cache."""
 import filecmp
 import os
@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from pass_fairseq.shards import MARKER, build_shards
+from pass_fairseq.experiments.shards import MARKER, build_shards
 
 N = 3
 PAIR = ("train.src-tgt.src", "train.src-tgt.tgt")
@@ -80,7 +80,7 @@ def test_a_language_model_training_set_is_split_too(tmp_path):
 
     from fairseq.data.indexed_dataset import MMapIndexedDataset
 
-    from pass_fairseq.toy_task import binarize_monolingual, write_reversal_lm_corpus
+    from pass_fairseq.experiments.toy_task import binarize_monolingual, write_reversal_lm_corpus
 
     raw = write_reversal_lm_corpus(str(tmp_path / "raw"), n_train=50, n_valid=5, n_test=5, vocab=10, max_len=4)
     with contextlib.redirect_stdout(io.StringIO()):

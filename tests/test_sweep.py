@@ -9,9 +9,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from pass_fairseq.commands import JobError, write_json
-from pass_fairseq.results_table import comparison_rows, load_runs, plot, summary_rows, write_table
-from pass_fairseq.sweep import Sweep
+from pass_fairseq.experiments.jobs import JobError
+from pass_fairseq.files import write_json
+from pass_fairseq.experiments.results_table import comparison_rows, load_runs, plot, summary_rows, write_table
+from pass_fairseq.experiments.sweep_config import Sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = {
@@ -78,12 +79,45 @@ def test_the_model_width_comes_from_the_config_for_the_base_and_every_fine_tune(
     wide = Sweep.load(write_config(tmp_path, dict(CONFIG, model={"embed_dim": 512, "ffn_embed_dim": 1024})))
     assert width(wide.base_command()) == width(wide.finetune_command(wide.runs[1], "DATA", "b.pt", "o")) == [
         "512", "1024"]
-    with pytest.raises(TypeError, match="heads"):
+    with pytest.raises(JobError, match='"model" takes embed_dim and ffn_embed_dim, not heads'):
         Sweep.load(write_config(tmp_path, dict(CONFIG, model={"heads": 8})))
 
 
+@pytest.mark.parametrize("change,message", [
+    (lambda c: {}, 'missing key "corpus"'),
+    (lambda c: {k: v for k, v in c.items() if k != "runs"}, 'missing key "runs" (the list of methods to run)'),
+    (lambda c: dict(c, base={"dir": "b"}), '"base" is missing \'updates\''),
+    (lambda c: dict(c, finetune={"lr": 1}), '"finetune" is missing \'shards\', \'epochs\', \'warmup\', \'max_tokens\''),
+    (lambda c: dict(c, runs=[]), '"runs" must be a non-empty list'),
+    (lambda c: dict(c, runs=[{"method": "pass"}]), "runs[0] (pass) is missing 'heads'"),
+    (lambda c: dict(c, runs=[{"method": "pass", "heads": 16}]), 'pass: "heads" must be a list of head counts'),
+    (lambda c: dict(c, runs=[{"method": "pass", "heads": [16], "flag": []}]), "pass: unknown key flag"),
+    (lambda c: [], "a sweep config is a JSON object"),
+])
+def test_a_config_missing_a_key_says_which_in_words(tmp_path, capsys, change, message):
+    from pass_fairseq.cli.sweep import main
+
+    path = write_config(tmp_path, change(CONFIG))
+    with pytest.raises(JobError) as e:
+        Sweep.load(path)
+    assert message in str(e.value)
+    with pytest.raises(SystemExit) as exit_:
+        main([path, "--list"])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_config_that_is_not_json_is_one_line(tmp_path, capsys):
+    from pass_fairseq.cli.sweep import main
+
+    path = tmp_path / "sweep.json"
+    path.write_text("{not json")
+    with pytest.raises(SystemExit) as e:
+        main([str(path)])
+    assert e.value.code == 2 and "sweep.json: not JSON" in capsys.readouterr().err
+
+
 def test_a_config_without_bench_scores_but_never_times(tmp_path, monkeypatch, capsys):
-    import pass_fairseq.sweep as sweep_module
+    import pass_fairseq.experiments.sweep as sweep_module
     from pass_fairseq.cli.sweep import main
 
     monkeypatch.chdir(tmp_path)
@@ -215,7 +249,7 @@ def _tuning_result(sweep, name, valid, own_kept):
 
 
 def test_runs_use_the_try_chosen_on_valid_and_voita_chooses_by_its_own_count(tmp_path, monkeypatch):
-    from pass_fairseq.sweep import resolve_try, reuse_tuning_run
+    from pass_fairseq.experiments.sweep import resolve_try, reuse_tuning_run
 
     monkeypatch.chdir(tmp_path)
     sweep = Sweep.load(write_config(tmp_path, TUNED))
@@ -236,7 +270,7 @@ def test_runs_use_the_try_chosen_on_valid_and_voita_chooses_by_its_own_count(tmp
 
 
 def test_choose_try_rules():
-    from pass_fairseq.sweep_tuning import choose_try
+    from pass_fairseq.experiments.tuning import choose_try
 
     r = {"x": {"valid": {"sacrebleu": 10.0}, "own_kept": 5}, "y": {"valid": {"sacrebleu": 12.0}, "own_kept": 7},
          "z": {"valid": {"sacrebleu": 11.0}, "own_kept": 7}}
@@ -284,14 +318,14 @@ LOG = """2026-11-26 06:31:52 | INFO | valid | epoch 003 | valid on 'valid' subse
 
 
 def test_train_logs_read_the_valid_curve_and_the_last_update():
-    from pass_fairseq.train_logs import last_update, valid_curve
+    from pass_fairseq.experiments.train_logs import last_update, valid_curve
 
     assert valid_curve(LOG) == [(896, 7.5, 6.5, 90.5), (1344, 6.7, 5.6, 50.1)]  # a resumed epoch counts once
     assert last_update(LOG) == 1344 and last_update("nothing") == 0
 
 
 def test_train_logs_read_the_training_curve():
-    from pass_fairseq.train_logs import train_curve
+    from pass_fairseq.experiments.train_logs import train_curve
 
     resumed = LOG + "2026-11-26 06:33:00 | INFO | train_inner | epoch 004:      6 / 448 loss=7.1, nll_loss=6.1, " \
                     "num_updates=1350\n"
@@ -300,7 +334,7 @@ def test_train_logs_read_the_training_curve():
 
 
 def test_finetune_curves_come_from_the_logs_and_survive_a_checkout_without_them(tmp_path, monkeypatch):
-    import pass_fairseq.sweep as sweep_module
+    import pass_fairseq.experiments.sweep as sweep_module
 
     monkeypatch.chdir(tmp_path)
     sweep = Sweep.load(write_config(tmp_path))
@@ -335,7 +369,7 @@ def test_finetune_curves_come_from_the_logs_and_survive_a_checkout_without_them(
 
 
 def test_rebench_times_the_runs_of_each_k_side_by_side_and_keeps_their_scores(tmp_path, monkeypatch):
-    import pass_fairseq.sweep as sweep_module
+    import pass_fairseq.experiments.sweep as sweep_module
 
     monkeypatch.chdir(tmp_path)
     sweep = Sweep.load(write_config(tmp_path))
@@ -367,7 +401,7 @@ def test_rebench_times_the_runs_of_each_k_side_by_side_and_keeps_their_scores(tm
 
 def test_bench_ratios_reads_every_named_checkpoint_from_one_real_benchmark_run(tmp_path, monkeypatch):
     """The real pass-bench-inference on two tiny gated checkpoints with different masks."""
-    import pass_fairseq.sweep as sweep_module
+    import pass_fairseq.experiments.sweep as sweep_module
     from pruning_fixtures import CLOSED, MASK, OPEN, build_gated, checkpoint_state, make_data
 
     data = make_data(str(tmp_path / "toy"))
@@ -388,7 +422,7 @@ def test_bench_ratios_reads_every_named_checkpoint_from_one_real_benchmark_run(t
 
 
 def test_bench_ratios_without_a_run_s_row_is_a_one_line_error(tmp_path, monkeypatch):
-    import pass_fairseq.sweep as sweep_module
+    import pass_fairseq.experiments.sweep as sweep_module
 
     monkeypatch.chdir(tmp_path)
     sweep = Sweep.load(write_config(tmp_path))
@@ -402,7 +436,7 @@ def test_bench_ratios_without_a_run_s_row_is_a_one_line_error(tmp_path, monkeypa
 def test_prune_and_score_prunes_to_k_or_to_the_own_heads_into_a_new_folder(tmp_path, monkeypatch):
     """The real pass-prune-checkpoint on a gated checkpoint with non-binary gates: its own
     heads are z > 0.5 (7 here), or the K largest log_alpha; scoring is left out."""
-    import pass_fairseq.sweep as sweep_module
+    import pass_fairseq.experiments.sweep as sweep_module
     from pruning_fixtures import build_gated, checkpoint_state, make_data
 
     cfg, _, model = build_gated(make_data(str(tmp_path / "toy")))
@@ -435,7 +469,7 @@ def _finished(sweep, name, valid):
 
 
 def test_the_strongest_baseline_on_valid_gets_more_seeds_once_its_rivals_have_finished(tmp_path, monkeypatch):
-    import pass_fairseq.sweep as sweep_module
+    import pass_fairseq.experiments.sweep as sweep_module
 
     monkeypatch.chdir(tmp_path)
     sweep = Sweep.load(write_config(tmp_path, STRONGEST))
@@ -462,7 +496,7 @@ def test_the_strongest_baseline_on_valid_gets_more_seeds_once_its_rivals_have_fi
 
 
 def test_only_runs_the_named_runs_and_methods_in_the_order_named(tmp_path, monkeypatch):
-    import pass_fairseq.sweep as sweep_module
+    import pass_fairseq.experiments.sweep as sweep_module
 
     monkeypatch.chdir(tmp_path)
     sweep = Sweep.load(write_config(tmp_path))
@@ -511,7 +545,7 @@ def test_the_strongest_baselines_seeds_that_its_entry_lists_already_are_not_adde
 
 
 def test_a_prepared_mask_scored_as_is_shares_the_fine_tuned_runs_mask_and_trains_nothing(tmp_path, monkeypatch):
-    import pass_fairseq.sweep as sweep_module
+    import pass_fairseq.experiments.sweep as sweep_module
 
     monkeypatch.chdir(tmp_path)
     config = dict(CONFIG, runs=[
@@ -544,7 +578,7 @@ def test_a_prepared_mask_scored_as_is_shares_the_fine_tuned_runs_mask_and_trains
 
 
 def test_masks_of_one_kind_take_the_same_steps_at_every_seed_and_are_never_remade(tmp_path, monkeypatch):
-    import pass_fairseq.sweep as sweep_module
+    import pass_fairseq.experiments.sweep as sweep_module
 
     monkeypatch.chdir(tmp_path)
     config = dict(CONFIG, runs=[
@@ -569,7 +603,7 @@ def test_masks_of_one_kind_take_the_same_steps_at_every_seed_and_are_never_remad
 
 
 def test_no_table_leaves_the_table_to_one_later_call(tmp_path, monkeypatch):
-    import pass_fairseq.sweep as sweep_module
+    import pass_fairseq.experiments.sweep as sweep_module
     from pass_fairseq.cli.sweep import main
 
     monkeypatch.chdir(tmp_path)

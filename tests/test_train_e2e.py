@@ -16,7 +16,7 @@ PASS_RUN = [*TINY_MODEL, *TRAIN_COMMON, *PASS_CRITERION, "--pass-target-heads", 
 
 
 def inspect(path):
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "inspect_gates.py"), str(path), "--json"],
+    out = subprocess.run([sys.executable, "-m", "pass_fairseq.cli.inspect_gates", str(path), "--json"],
                          capture_output=True, text=True)
     return out.returncode, out.stdout, out.stderr
 

@@ -94,7 +94,7 @@ if ! done_or "$WORK/base"; then
 fi
 
 step "3. shards: the training set in $SHARDS shards"
-DATA=$("$PYTHON" -c "import sys; from pass_fairseq.shards import build_shards
+DATA=$("$PYTHON" -c "import sys; from pass_fairseq.experiments.shards import build_shards
 print(build_shards(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])).data)" \
     "$WORK/data-bin" "$WORK/shards$SHARDS" "$SHARDS" "$SEED")
 

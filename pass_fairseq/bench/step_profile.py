@@ -34,7 +34,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from pass_fairseq.bench.summary import fit_line, repeat_spread
 from pass_fairseq.gate_report import MODULE_KINDS
-from pass_fairseq.models.transformer_pass_pruned import PrunedMultiheadAttention
+from pass_fairseq.modules.pruned_attention import PrunedMultiheadAttention
 
 KIND_LABELS = [label for _, _, label in MODULE_KINDS]
 

@@ -3,7 +3,7 @@ import csv
 import sys
 from typing import List, Optional, Sequence, Tuple
 
-from pass_fairseq.commands import atomic_write
+from pass_fairseq.files import atomic_write
 
 
 def to_markdown(columns: Sequence[Tuple[str, str]], rows: List[dict], intro: str) -> str:
@@ -17,7 +17,7 @@ def to_markdown(columns: Sequence[Tuple[str, str]], rows: List[dict], intro: str
 
 def write_tables(markdown: str, rows: List[dict], md_path: Optional[str], csv_path: Optional[str]) -> List[str]:
     """Write the markdown text and the rows (every key a CSV column) where a path is
-    given (never half a file: :func:`pass_fairseq.commands.atomic_write`), and say so on
+    given (never half a file: :func:`pass_fairseq.files.atomic_write`), and say so on
     stderr; returns the paths written."""
     written = []
     if md_path:

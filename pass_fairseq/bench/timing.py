@@ -74,7 +74,7 @@ def attention_modules(model):
     """(name, module) of every attention module, stock, gated or pruned."""
     from fairseq.modules.multihead_attention import MultiheadAttention
 
-    from pass_fairseq.models.transformer_pass_pruned import PrunedMultiheadAttention
+    from pass_fairseq.modules.pruned_attention import PrunedMultiheadAttention
 
     return [(n, m) for n, m in model.named_modules() if isinstance(m, (MultiheadAttention, PrunedMultiheadAttention))]
 

@@ -15,7 +15,6 @@ them). After warm-up updates, each repeat times N updates of one model, then N o
 other (interleaved, with device synchronisation); the median over repeats is reported.
 """
 import itertools
-import os
 import warnings
 from statistics import median
 from typing import List, Sequence
@@ -25,7 +24,6 @@ import numpy as np
 import pass_fairseq
 from pass_fairseq.bench.summary import repeat_spread
 
-PLUGIN_DIR = os.path.dirname(os.path.abspath(pass_fairseq.__file__))
 
 #: the stock fairseq model, criterion and optimizer
 STOCK_FLAGS = ["--arch", "transformer_iwslt_de_en", "--criterion", "label_smoothed_cross_entropy",
@@ -56,7 +54,7 @@ def build_trainer(data: str, flags: Sequence[str]):
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from fairseq.trainer import Trainer
 
-    argv = [data, "--user-dir", PLUGIN_DIR, *flags]
+    argv = [data, "--user-dir", pass_fairseq.PLUGIN_DIR, *flags]
     args = options.parse_args_and_arch(options.get_training_parser(), argv)
     with warnings.catch_warnings():  # hydra's deprecation notices, once per model
         warnings.simplefilter("ignore")

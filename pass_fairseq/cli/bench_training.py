@@ -93,7 +93,7 @@ def check(args) -> None:
     if not 1 <= args.target_heads <= 3 * args.layers * args.heads:
         fail(f"--target-heads {args.target_heads}: the model has {3 * args.layers * args.heads} heads")
     if not has_split(args.data, "train"):
-        fail(f"no train split in {args.data}: give a data-bin directory (e.g. python -m pass_fairseq.toy_task DEST"
+        fail(f"no train split in {args.data}: give a data-bin directory (e.g. python -m pass_fairseq.experiments.toy_task DEST"
              " writes DEST/data-bin)")
 
 

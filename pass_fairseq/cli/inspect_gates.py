@@ -76,3 +76,7 @@ def main(argv=None):
         if args.plot:
             print(f"gate picture: {args.plot}")
     return 0
+
+
+if __name__ == "__main__":  # python -m pass_fairseq.cli.inspect_gates
+    sys.exit(main())

@@ -5,6 +5,7 @@ adds the flags of the chosen model, task, criterion and optimizer, so the plugin
 never show there. ``pass-flags`` prints them, grouped by where they live.
 """
 import argparse
+import sys
 from typing import List, Optional
 
 from fairseq.dataclass.utils import gen_parser_from_dataclass
@@ -12,7 +13,7 @@ from fairseq.dataclass.utils import gen_parser_from_dataclass
 from pass_fairseq.cli import quiet_fairseq_logging
 from pass_fairseq.criterions.pass_regularizer import PassRegularizerConfig
 from pass_fairseq.models.gating import add_gate_args
-from pass_fairseq.models.transformer_pass_pruned import add_pruned_args
+from pass_fairseq.models.pruned import add_pruned_args
 from pass_fairseq.optim.pass_adam import PassAdamConfig
 from pass_fairseq.tasks.pass_schedule import PassScheduleConfig
 
@@ -56,3 +57,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.parse_args(argv)  # --help prints and exits; nothing else is accepted
     parser.print_help()
     return 0
+
+
+if __name__ == "__main__":  # python -m pass_fairseq.cli.pass_flags
+    sys.exit(main())

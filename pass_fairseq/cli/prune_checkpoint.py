@@ -49,3 +49,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"pass_fairseq: wrote {args.output} ({args.format}): {total} of {n_heads} heads kept,"
           f" {skipped} of {len(kept)} attention modules skipped", file=sys.stderr)
     return 0
+
+
+if __name__ == "__main__":  # python -m pass_fairseq.cli.prune_checkpoint
+    sys.exit(main())

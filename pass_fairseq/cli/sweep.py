@@ -1,4 +1,5 @@
-"""``pass-sweep CONFIG``: run the comparison sweep (see :mod:`pass_fairseq.sweep`), then
+"""``pass-sweep CONFIG``: run the comparison sweep (see :mod:`pass_fairseq.experiments.sweep`
+and its config, :mod:`pass_fairseq.experiments.sweep_config`), then
 write the table and the plots from every finished run.
 
     pass-sweep results/deb-de-en/sweep.json              # every unfinished run, then the table
@@ -23,10 +24,11 @@ import sys
 from typing import List, Optional
 
 from pass_fairseq.cli import parse_cli
-from pass_fairseq.commands import JobError
 from pass_fairseq.errors import fail
-from pass_fairseq.results_table import plot, write_table
-from pass_fairseq.sweep import Sweep, forget_run, rebench, run_sweep, write_finetune_curves
+from pass_fairseq.experiments.jobs import JobError
+from pass_fairseq.experiments.results_table import plot, write_table
+from pass_fairseq.experiments.sweep import forget_run, rebench, run_sweep, write_finetune_curves
+from pass_fairseq.experiments.sweep_config import Sweep
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,3 +115,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"wrote {path}", file=sys.stderr)
     print(f"wrote {os.path.join(sweep.results, 'table.md')} ({len(rows)} runs)", file=sys.stderr)
     return 1 if failed else 0
+
+
+if __name__ == "__main__":  # python -m pass_fairseq.cli.sweep
+    sys.exit(main())

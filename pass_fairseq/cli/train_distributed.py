@@ -48,3 +48,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     check_fairseq_args(fairseq_args)
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.nproc)
     return subprocess.call(torchrun_command(args.nproc, fairseq_args), env=worker_env(os.environ, threads))
+
+
+if __name__ == "__main__":  # python -m pass_fairseq.cli.train_distributed
+    sys.exit(main())

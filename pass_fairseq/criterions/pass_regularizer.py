@@ -9,9 +9,9 @@ the criterion's own config). ``pass_label_smoothed_cross_entropy`` (translation)
     R_voita = l0_penalty * sum_i (1 - q0_i)
     R = 0                                                                (dsp, ste, fixed)
 
-lambda = pass_lambda_init * pass_lambda_factor ** k, where k counts the epoch starts at
-which the gates were off target (``--pass-lambda-rule``); k is a model buffer so it
-survives resume. The tensor logic is in :mod:`pass_fairseq.losses`, the gate counts in
+lambda = pass_lambda_init * pass_lambda_factor ** k (:meth:`PassRegularizerMixin.lambda_at`),
+where k counts the epoch starts at which the gates were off target (``--pass-lambda-rule``);
+k is a model buffer (``pass_lambda_steps``) so it survives resume. The tensor logic is in :mod:`pass_fairseq.losses`, the gate counts in
 :func:`pass_fairseq.gates.count_gates`.
 
 Scaling: the reference adds R once to a batch's summed loss, and fairseq divides
@@ -21,8 +21,8 @@ micro-batch adds R / (update_freq x workers): R once per update, as in the refer
 ``--pass-reg-scaling token`` multiplies R by the micro-batch's sample size instead, so
 its weight relative to the per-token loss no longer depends on the batch size.
 
-No host sync in a forward pass: the epoch and lambda are host-side values the task sets
-at each epoch start (:meth:`PassRegularizerMixin.set_schedule`), and every logged count
+No host sync in a forward pass: the epoch and lambda are host-side values set at each epoch
+start (:meth:`PassRegularizerMixin.begin_epoch`, called by the task), and every logged count
 stays a tensor until fairseq reduces the logs. The logged ``loss`` (train and valid) is the
 stock criterion's loss alone; ``pass_loss`` is the valid loss when the gates are on target
 and +inf otherwise (checkpoint selection).
@@ -42,6 +42,7 @@ from omegaconf import II
 
 from pass_fairseq import losses
 from pass_fairseq.errors import fail
+from pass_fairseq.flag_checks import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, FlagError, check_flags
 from pass_fairseq.methods import METHOD_NAMES, method
 from pass_fairseq.models.gating import gate_counts, gated_attentions, schedule_state
 from pass_fairseq.presets import preset_value
@@ -121,8 +122,17 @@ class PassRegularizerMixin:
                  " only those tasks run the gate schedule")
         if method(cfg.pass_method).needs_target and cfg.pass_target_heads is None:
             fail(f"--pass-target-heads K is required with --pass-method {cfg.pass_method}")
-        if cfg.pass_target_heads is not None and cfg.pass_target_heads < 1:
-            fail(f"--pass-target-heads must be at least 1, got {cfg.pass_target_heads}")
+        try:
+            check_flags({"--pass-target-heads": (cfg.pass_target_heads, AT_LEAST_ONE),
+                         "--pass-lambda-init": (cfg.pass_lambda_init, POSITIVE),
+                         "--pass-lambda-factor": (cfg.pass_lambda_factor, AT_LEAST_ONE),
+                         "--pass-l0-penalty": (cfg.pass_l0_penalty, NON_NEGATIVE),
+                         "--pass-conc-weight": (cfg.pass_conc_weight, NON_NEGATIVE),
+                         "--pass-conc-weight-cap": (cfg.pass_conc_weight_cap, POSITIVE),
+                         "--pass-conc-start-epoch": (cfg.pass_conc_start_epoch, AT_LEAST_ONE),
+                         "--pass-conc-end-epoch": (cfg.pass_conc_end_epoch, AT_LEAST_ONE)})
+        except FlagError as e:
+            fail(str(e))
         self.method = str(cfg.pass_method)
         self.target_heads = cfg.pass_target_heads
         self.lambda_init, self.lambda_factor = cfg.pass_lambda_init, cfg.pass_lambda_factor
@@ -152,14 +162,19 @@ class PassRegularizerMixin:
             fail(f"--pass-target-heads {self.target_heads} is larger than the model's {num_heads} heads")
 
     # ---- schedule ------------------------------------------------------------------
+    def lambda_at(self, lambda_steps: int) -> float:
+        """lambda after ``lambda_steps`` off-target epoch starts:
+        pass_lambda_init * pass_lambda_factor ** lambda_steps (the module docstring)."""
+        return self.lambda_init * self.lambda_factor ** int(lambda_steps)
+
     def set_schedule(self, epoch: int, lambda_steps: int) -> None:
-        """The task's host-side copy of the schedule for the epoch that starts (no forward
-        pass reads a device buffer)."""
+        """The host-side copies of the schedule for the epoch that starts (no forward pass
+        reads a device buffer)."""
         self.epoch = max(1, int(epoch))
-        self.lam = self.lambda_init * self.lambda_factor ** int(lambda_steps)
+        self.lam = self.lambda_at(lambda_steps)
 
     def _schedule(self, model):
-        """(epoch, lambda); read from the model's buffers (one sync) only before the task
+        """(epoch, lambda); read from the model's buffers (one sync) only before an epoch start
         ever set them, e.g. when a tool runs the criterion outside fairseq-train."""
         if self.epoch is None:
             state = schedule_state(model)
@@ -176,17 +191,18 @@ class PassRegularizerMixin:
             return False
         return not bool(gate_counts(model).on_target(self.target_heads))
 
-    def begin_epoch(self, epoch: int, model) -> None:
-        """Multiply lambda while off target; called by the task once per epoch start."""
-        if self.method != "pass":
-            return
+    def begin_epoch(self, epoch: int, model, new_epoch: bool = True) -> None:
+        """Called by the task at every epoch start: at a new epoch's (not again after a resume
+        within it), PASS multiplies lambda while off target (a step in the model's
+        ``pass_lambda_steps`` buffer, which survives resume); then the host-side copies."""
         state = schedule_state(model)
-        if self.off_target(epoch, model):
+        if new_epoch and self.method == "pass" and self.off_target(epoch, model):
             state.pass_lambda_steps += 1
-        counts = gate_counts(model).as_ints()
-        lam = self.lambda_init * self.lambda_factor ** int(state.pass_lambda_steps)
-        logger.info(f"pass: epoch {epoch}: {counts['open']} open, {counts['closed']} closed, "
-                    f"{counts['nonbinary']} non-binary; lambda {lam:g}")
+        self.set_schedule(epoch, int(state.pass_lambda_steps))
+        if new_epoch and self.method == "pass":
+            counts = gate_counts(model).as_ints()
+            logger.info(f"pass: epoch {epoch}: {counts['open']} open, {counts['closed']} closed, "
+                        f"{counts['nonbinary']} non-binary; lambda {self.lam:g}")
 
     def concentrator_on(self, epoch: int) -> bool:
         return self.concentrator and self.conc_start <= epoch <= self.conc_end

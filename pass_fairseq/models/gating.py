@@ -21,12 +21,13 @@ import torch
 from fairseq.modules.multihead_attention import MultiheadAttention
 
 from pass_fairseq.errors import fail
+from pass_fairseq.flag_checks import FINITE, POSITIVE, FlagError, check_flags
+from pass_fairseq.gate_schedule import SCHEDULE_BUFFERS
 from pass_fairseq.gates import BETA, MISSING_GATE_INIT, NOISE_MODES, GateCounts, count_gates
 from pass_fairseq.methods import GATE_TYPES, method
 from pass_fairseq.models.beam_sharing import SharedBeamMixin
 from pass_fairseq.modules.gated_attention import GatedMultiheadAttention
 from pass_fairseq.presets import preset_value
-from pass_fairseq.pruning import MODEL_ONLY_KEYS
 from pass_fairseq.subset_gates import SubsetGroup
 
 
@@ -67,17 +68,22 @@ def pass_gate_defaults(args, preset=None):
     fairseq-generate rebuilds the same gates."""
     beta = getattr(args, "pass_beta", None)
     args.pass_beta = BETA if beta is None else beta
-    if args.pass_beta <= 0:
-        fail(f"--pass-beta is the Hard Concrete temperature and must be above 0, got {args.pass_beta}")
     args.pass_gate_init = getattr(args, "pass_gate_init", None) or "xavier"
     try:
-        _parse_init(args.pass_gate_init)
+        init = _parse_init(args.pass_gate_init)
     except ValueError:
         fail(f"--pass-gate-init takes xavier or a number (the initial log_alpha), got {args.pass_gate_init!r}")
     if getattr(args, "pass_missing_gate_init", None) is None:
         args.pass_missing_gate_init = MISSING_GATE_INIT
     args.pass_clip_min = preset_value(preset, "clip_min", getattr(args, "pass_clip_min", None))
     args.pass_clip_max = preset_value(preset, "clip_max", getattr(args, "pass_clip_max", None))
+    try:
+        check_flags({"--pass-beta": (args.pass_beta, POSITIVE),
+                     "--pass-gate-init": (None if init == "xavier" else init, FINITE),
+                     "--pass-missing-gate-init": (args.pass_missing_gate_init, FINITE),
+                     "--pass-clip-min": (args.pass_clip_min, FINITE), "--pass-clip-max": (args.pass_clip_max, FINITE)})
+    except FlagError as e:
+        fail(str(e))
     if args.pass_clip_min is not None and args.pass_clip_max is not None and args.pass_clip_min >= args.pass_clip_max:
         fail(f"--pass-clip-min {args.pass_clip_min} must be below --pass-clip-max {args.pass_clip_max}")
     args.pass_method = str(getattr(args, "pass_method", None) or "pass")
@@ -131,7 +137,7 @@ class GatedModelMixin(SharedBeamMixin):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        for key in MODEL_ONLY_KEYS:  # the schedule buffers, zero in a stock checkpoint
+        for key in SCHEDULE_BUFFERS:  # the schedule buffers, zero in a stock checkpoint
             self.register_buffer(key, torch.zeros((), dtype=torch.long))
         self.subset_group: Optional[SubsetGroup] = None
 
@@ -157,7 +163,7 @@ class GatedModelMixin(SharedBeamMixin):
         buffers: start them at zero."""
         super().upgrade_state_dict_named(state_dict, name)
         prefix = name + "." if name else ""
-        for key in MODEL_ONLY_KEYS:  # the schedule buffers, zero in a stock checkpoint
+        for key in SCHEDULE_BUFFERS:  # the schedule buffers, zero in a stock checkpoint
             state_dict.setdefault(prefix + key, torch.zeros((), dtype=torch.long))
 
 

@@ -4,14 +4,13 @@ physically gone.
 Written by ``pass-prune-checkpoint --format pruned`` from a ``transformer_lm_pass``
 checkpoint: the kept heads of every self-attention module live in the model config
 (``pass_pruned_heads``), a module with no head left is skipped (it returns its out_proj
-bias). The pruned modules and their incremental state are those of the translation model's
-(:mod:`pass_fairseq.models.transformer_pass_pruned`).
+bias). What it shares with the pruned translation model: :mod:`pass_fairseq.models.pruned`.
 """
 from fairseq.models import register_model, register_model_architecture
 from fairseq.models.transformer_lm import TransformerLanguageModel
 
 from pass_fairseq.models.transformer_lm_pass import add_transformer_lm_args, transformer_lm_defaults
-from pass_fairseq.models.transformer_pass_pruned import PrunedModelMixin, add_pruned_args
+from pass_fairseq.models.pruned import PrunedModelMixin, add_pruned_args
 
 
 @register_model("transformer_lm_pass_pruned")

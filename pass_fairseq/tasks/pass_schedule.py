@@ -43,6 +43,7 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from omegaconf import II
 
 from pass_fairseq.errors import fail
+from pass_fairseq.flag_checks import NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, FlagError, check_flags
 from pass_fairseq.gate_schedule import constrain_, reopen_probabilities, sample_reopen
 from pass_fairseq.methods import method
 from pass_fairseq.models.gating import gated_attentions, schedule_state
@@ -116,9 +117,14 @@ class PassScheduleMixin:
         self.clip_when = str(preset_value(cfg.pass_preset, "clip_when", cfg.pass_clip_when))
         self.confidence = str(preset_value(cfg.pass_preset, "confidence", cfg.pass_confidence))
         self.clips_and_reopens = True  # the criterion's method decides (build_criterion)
-        if not (cfg.pass_dsp_temp_start > 0 and cfg.pass_dsp_temp_end > 0) or cfg.pass_dsp_anneal_updates < 0:
-            fail("--pass-dsp-temp-start and --pass-dsp-temp-end must be positive and --pass-dsp-anneal-updates"
-                 " at least 0")
+        try:
+            check_flags({"--pass-reopen-decay": (cfg.pass_reopen_decay, UNIT_INTERVAL),
+                         "--pass-reopen-until-epoch": (cfg.pass_reopen_until_epoch, NON_NEGATIVE),
+                         "--pass-dsp-temp-start": (cfg.pass_dsp_temp_start, POSITIVE),
+                         "--pass-dsp-temp-end": (cfg.pass_dsp_temp_end, POSITIVE),
+                         "--pass-dsp-anneal-updates": (cfg.pass_dsp_anneal_updates, NON_NEGATIVE)})
+        except FlagError as e:
+            fail(str(e))
         if cfg.best_checkpoint_metric == PASS_BEST_METRIC:
             if cfg.maximize_best_checkpoint_metric:
                 fail("--best-checkpoint-metric pass_loss is a loss: drop --maximize-best-checkpoint-metric")
@@ -183,9 +189,10 @@ class PassScheduleMixin:
         if not self._schedule_checked:
             self._check_schedule_origin(model)
         state = schedule_state(model)
-        if epoch > int(state.pass_epoch):
-            if hasattr(self.criterion, "begin_epoch"):
-                self.criterion.begin_epoch(epoch, model)
+        new_epoch = epoch > int(state.pass_epoch)  # not a resume within an epoch already started
+        if hasattr(self.criterion, "begin_epoch"):  # lambda
+            self.criterion.begin_epoch(epoch, model, new_epoch)
+        if new_epoch:
             reopen = epoch >= 2 and not self.cfg.pass_no_reopen and epoch <= self.last_reopen_epoch()
             if reopen and self.clips_and_reopens:
                 self.reopen_gates(modules, epoch)
@@ -193,8 +200,6 @@ class PassScheduleMixin:
             for m in modules:
                 m.reset_confidence()
             state.pass_epoch.fill_(epoch)
-        if hasattr(self.criterion, "set_schedule"):
-            self.criterion.set_schedule(epoch, int(state.pass_lambda_steps))
         if state.subset_group is not None:
             self.set_temperature(model, int(state.pass_num_updates))
 

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """The main job (`make demo`): PASS head pruning end to end on the offline de-en corpus.
 
 Stages (each prints its wall time; a failed stage stops the demo with one line):
@@ -18,11 +17,13 @@ Stages (each prints its wall time; a failed stage stops the demo with one line):
                  model is compared with the control (what the extra updates alone give)
                  and with the base
 
-    python scripts/demo.py [--heads K] [--concentrator] [--epochs E] [--workdir DIR]
+    python -m pass_fairseq.experiments.demo [--heads K] [--concentrator] [--epochs E] [--workdir DIR]
 
 The PASS stage always starts afresh from the cached base (its folder is wiped), so a
 rerun measures the pruning itself. The control does not depend on K or the concentrator:
-it is trained once per fine-tune setting and reused. The schedule and its reasons: README.md, "The demo".
+it is trained once per fine-tune setting and reused. The commands are
+:mod:`pass_fairseq.experiments.recipes`'s (the sweep's too); the schedule and its reasons:
+docs/demo.md.
 """
 import argparse
 import json
@@ -33,21 +34,23 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import pass_fairseq
+from pass_fairseq.experiments.evaluation import generate, score
+from pass_fairseq.experiments.jobs import JobError, check, run, tool
+from pass_fairseq.experiments.recipes import (HEADS_TOTAL, Finetune, PassSchedule, base_command, finetune_command,
+                                               pass_method_flags)
+from pass_fairseq.experiments.shards import build_shards
+from pass_fairseq.experiments.train_logs import last_update
+from pass_fairseq.files import write_json
+from pass_fairseq.gate_report import MODULE_KINDS, kept_heads
 
-from pass_fairseq.commands import JobError, check, run, tool, write_json  # noqa: E402
-from pass_fairseq.evaluation import generate, score  # noqa: E402
-from pass_fairseq.gate_report import MODULE_KINDS, kept_heads  # noqa: E402
-from pass_fairseq.shards import build_shards  # noqa: E402
-from pass_fairseq.train_logs import last_update  # noqa: E402
-from pass_fairseq.sweep import HEADS_TOTAL, WIDTH  # noqa: E402  (the base topology, shared with the sweep)
+#: the repository root: scripts/prepare_deb_de_en.sh and the default data/ folders are under it
+ROOT = os.path.dirname(pass_fairseq.PLUGIN_DIR)
 
-# The PASS fine-tune's schedule (token scaling, 8 shards, clip 10, open gates, no
-# reopening, late concentrator, pass_loss checkpoints) and the measurements behind each
-# choice: README.md, "The demo".
-PASS_DEFAULTS = dict(lambda_init=0.1, lambda_factor=2.0, gate_lr=0.2, shards=8, epochs=8, reopen_until_epoch=0,
-                     clip=10.0, lr=5e-4, warmup=50, conc_epochs="3-5")
+#: the demo's defaults: the fine-tune budget and PASS schedule of the recipes (the sweep's too),
+#: 8 shards (so 8 short epochs), and the concentrator's epochs with --concentrator
+BUDGET, SCHEDULE = Finetune(), PassSchedule()
+SHARDS, CONC_EPOCHS = 8, "3-5"
 
 STAGES = ("corpus", "base", "base eval", "control", "PASS fine-tune", "PASS eval", "gates", "report")
 
@@ -67,15 +70,8 @@ def stage_corpus(args, info):
     info["counts"] = {split: counts["splits"][split]["total"] for split in ("train", "valid", "test")}
 
 
-def base_command(args):
-    return [tool("fairseq-train"), os.path.join(args.corpus, "data-bin"), "--user-dir", "pass_fairseq",
-            "--task", "translation_pass", "--arch", "transformer_iwslt_de_en", *WIDTH,
-            "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
-            "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--lr", "1e-3",
-            "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "500", "--max-tokens", "4096",
-            "--max-update", str(args.base_updates), "--dropout", "0.1", "--save-dir", args.base_dir,
-            "--no-epoch-checkpoints", "--log-format", "simple", "--log-interval", "50", "--seed", "1",
-            "--num-workers", "0"]
+def demo_base_command(args):
+    return base_command(os.path.join(args.corpus, "data-bin"), args.base_dir, args.base_updates)
 
 
 def _command_key(cmd):
@@ -87,7 +83,7 @@ _DONE = re.compile(r"done training in ([0-9.]+) seconds")
 
 
 def stage_base(args, info):
-    cmd = base_command(args)
+    cmd = demo_base_command(args)
     marker = os.path.join(args.base_dir, "demo-done.json")
     ckpt = os.path.join(args.base_dir, "checkpoint_last.pt")
     log_path = os.path.join(args.base_dir, "train.log")
@@ -126,7 +122,7 @@ def stage_base(args, info):
 
 
 def evaluate(args, ckpt, out_dir):
-    """Translate the test set with ``ckpt`` and score it (pass_fairseq.evaluation); returns
+    """Translate the test set with ``ckpt`` and score it (pass_fairseq.experiments.evaluation); returns
     the result and the seconds fairseq-generate took."""
     hyps, seconds = generate(os.path.join(args.corpus, "data-bin"), ckpt, out_dir, args.eval_batch_size)
     return score(hyps, os.path.join(args.corpus, "raw"), out_dir), seconds
@@ -153,7 +149,7 @@ def stage_base_eval(args, info, base):
 
 def pass_data(args):
     """The PASS fine-tune's data argument: the training set in ``args.shards`` shards
-    (WORKDIR/shardsN, cached), one per fairseq epoch (pass_fairseq.shards)."""
+    (WORKDIR/shardsN, cached), one per fairseq epoch (pass_fairseq.experiments.shards)."""
     out = os.path.join(args.workdir, f"shards{args.shards}")
     start = time.time()
     shards = build_shards(os.path.join(args.corpus, "data-bin"), out, args.shards, args.seed)
@@ -163,48 +159,28 @@ def pass_data(args):
     return shards.data
 
 
-def finetune_command(args, base_ckpt, save_dir):
-    """What the PASS fine-tune and the control share: data, schedule, batch size, seed."""
-    cmd = [tool("fairseq-train"), pass_data(args), "--user-dir", "pass_fairseq", "--task", "translation_pass",
-           *WIDTH, "--finetune-from-model", base_ckpt, "--label-smoothing", "0.1", "--adam-betas", "(0.9,0.98)",
-           "--lr", str(args.lr), "--lr-scheduler", "fixed", "--warmup-updates", str(args.warmup),
-           "--max-tokens", "4096", "--max-epoch", str(args.epochs), "--dropout", "0.1",
-           "--save-dir", save_dir, "--no-epoch-checkpoints",
-           "--log-format", "simple", "--log-interval", "25", "--seed", str(args.seed), "--num-workers", "0"]
-    if args.max_update:
-        cmd += ["--max-update", str(args.max_update)]
-    return cmd
+def finetune_budget(args):
+    """The fine-tune budget the control and PASS share (a sweep config's ``finetune``)."""
+    return Finetune(lr=args.lr, warmup=args.warmup, max_tokens=BUDGET.max_tokens, epochs=args.epochs,
+                    max_update=args.max_update or None)
 
 
-def control_command(args, base_ckpt):
-    """The equal-budget control: the PASS fine-tune's command with the stock model,
-    criterion and optimizer."""
-    return finetune_command(args, base_ckpt, args.control_dir) + [
-        "--arch", "transformer_iwslt_de_en", "--criterion", "label_smoothed_cross_entropy", "--optimizer", "adam"]
+def control_command(args, data, base_ckpt):
+    """The equal-budget control: the PASS fine-tune's command with the stock model."""
+    return finetune_command(data, base_ckpt, args.control_dir, finetune_budget(args), args.seed, gated=False)
 
 
-def pass_command(args, base_ckpt):
-    cmd = finetune_command(args, base_ckpt, args.pass_dir) + [
-        "--arch", "transformer_pass_iwslt", "--criterion", "pass_label_smoothed_cross_entropy",
-        "--pass-target-heads", str(args.heads), "--pass-reg-scaling", "token",
-        "--pass-lambda-init", str(args.lambda_init),
-        "--optimizer", "pass_adam", "--pass-gate-lr", str(args.gate_lr),
-        "--pass-lambda-factor", str(args.lambda_factor),
-        "--pass-clip-min", str(-args.clip), "--pass-clip-max", str(args.clip),
-        "--best-checkpoint-metric", "pass_loss"]
-    if args.reopen_until_epoch >= 2:
-        cmd += ["--pass-reopen-until-epoch", str(args.reopen_until_epoch)]
-    else:
-        cmd += ["--pass-no-reopen"]
-    if args.concentrator:
-        first, last = args.conc_epochs
-        cmd += ["--pass-concentrator", "--pass-conc-start-epoch", str(first), "--pass-conc-end-epoch", str(last)]
-    return cmd
+def pass_command(args, data, base_ckpt):
+    schedule = PassSchedule(lambda_init=args.lambda_init, lambda_factor=args.lambda_factor, gate_lr=args.gate_lr,
+                            clip=args.clip, reopen_until_epoch=args.reopen_until_epoch)
+    flags = pass_method_flags(args.heads, schedule, conc_epochs=args.conc_epochs if args.concentrator else None)
+    return finetune_command(data, base_ckpt, args.pass_dir, finetune_budget(args), args.seed, gated=True,
+                            method_flags=flags)
 
 
 def stage_control(args, info, base):
     """Train (or reuse) the equal-budget control and score it like the base."""
-    cmd = control_command(args, base["checkpoint"])
+    cmd = control_command(args, pass_data(args), base["checkpoint"])
     marker = os.path.join(args.control_dir, "demo-done.json")
     base_stamp = os.path.getmtime(base["checkpoint"])
     if os.path.isfile(marker):
@@ -240,7 +216,7 @@ def stage_pass(args, info, base):
         shutil.rmtree(args.pass_dir)
     os.makedirs(args.pass_dir)
     log_path = os.path.join(args.pass_dir, "train.log")
-    cmd = pass_command(args, base["checkpoint"])
+    cmd = pass_command(args, pass_data(args), base["checkpoint"])
     start = time.time()
     check(run(cmd, log_path), "PASS fine-tune (fairseq-train)", log_path)
     info.update(train_seconds=time.time() - start, log=log_path)
@@ -394,30 +370,30 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--heads", type=int, default=24, metavar="K", help="heads to keep, of 72 (default 24)")
     p.add_argument("--concentrator", action="store_true", help="PASSCONC: pack the kept heads into few modules")
-    p.add_argument("--conc-epochs", default=PASS_DEFAULTS["conc_epochs"], metavar="A-B",
+    p.add_argument("--conc-epochs", default=CONC_EPOCHS, metavar="A-B",
                    help="with --concentrator: the epochs it is on, first-last (default %(default)s: after PASS"
                         " alone has reached the target, with epochs left to settle)")
-    p.add_argument("--shards", type=int, default=PASS_DEFAULTS["shards"],
+    p.add_argument("--shards", type=int, default=SHARDS,
                    help="the PASS fine-tune splits the training set into this many shards; one epoch is"
                         " one shard (default %(default)s: ~68 updates an epoch)")
-    p.add_argument("--epochs", type=int, default=PASS_DEFAULTS["epochs"],
+    p.add_argument("--epochs", type=int, default=BUDGET.epochs,
                    help="epochs (shards) of the PASS fine-tune (default %(default)s)")
     p.add_argument("--max-update", type=int, default=0, metavar="N",
                    help="also stop the PASS fine-tune after N updates")
-    p.add_argument("--lambda-init", type=float, default=PASS_DEFAULTS["lambda_init"],
+    p.add_argument("--lambda-init", type=float, default=SCHEDULE.lambda_init,
                    help="initial PASS weight lambda (token scaling; default %(default)s)")
-    p.add_argument("--lambda-factor", type=float, default=PASS_DEFAULTS["lambda_factor"],
+    p.add_argument("--lambda-factor", type=float, default=SCHEDULE.lambda_factor,
                    help="lambda is multiplied by this at each epoch start while off target (default %(default)s)")
-    p.add_argument("--reopen-until-epoch", type=int, default=PASS_DEFAULTS["reopen_until_epoch"], metavar="E",
+    p.add_argument("--reopen-until-epoch", type=int, default=SCHEDULE.reopen_until_epoch, metavar="E",
                    help="reopen closed gates at the starts of epochs 2..E (default %(default)s: never)")
-    p.add_argument("--clip", type=float, default=PASS_DEFAULTS["clip"],
+    p.add_argument("--clip", type=float, default=SCHEDULE.clip,
                    help="log_alpha is clamped to [-C, C] after every update (default %(default)s)")
     p.add_argument("--seed", type=int, default=1, help="seed of the fine-tune and of the shards (default 1)")
-    p.add_argument("--gate-lr", type=float, default=PASS_DEFAULTS["gate_lr"],
+    p.add_argument("--gate-lr", type=float, default=SCHEDULE.gate_lr,
                    help="Adam learning rate of the gates (default %(default)s)")
-    p.add_argument("--lr", type=float, default=PASS_DEFAULTS["lr"],
+    p.add_argument("--lr", type=float, default=BUDGET.lr,
                    help="learning rate of the other weights during the fine-tune (default %(default)s)")
-    p.add_argument("--warmup", type=int, default=PASS_DEFAULTS["warmup"],
+    p.add_argument("--warmup", type=int, default=BUDGET.warmup,
                    help="warm-up updates of the fine-tune (default %(default)s)")
     p.add_argument("--workdir", default="data/demo", help="checkpoints, logs and report (default data/demo)")
     p.add_argument("--corpus", default="data/deb-de-en", help="the offline corpus (default data/deb-de-en)")

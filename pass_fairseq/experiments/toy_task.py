@@ -1,5 +1,5 @@
 """A generated reversal task for smoke tests: random sentences over a small vocabulary,
-the target is the source reversed. ``python -m pass_fairseq.toy_task DEST`` writes raw
+the target is the source reversed. ``python -m pass_fairseq.experiments.toy_task DEST`` writes raw
 text to DEST/raw and binarized data to DEST/data-bin (joined dictionary).
 
 Its language-model form (:func:`write_reversal_lm_corpus`, :func:`binarize_monolingual`)

@@ -1,5 +1,5 @@
 """The sweep's table and plots, built only from the runs' own result files
-(``RESULTS/runs/*.json``, written by :mod:`pass_fairseq.sweep`): no number is typed in.
+(``RESULTS/runs/*.json``, written by :mod:`pass_fairseq.experiments.sweep`): no number is typed in.
 
 * ``table.csv``: one row per run (method, K, seed, heads kept, modules active, on target,
   valid and test sacreBLEU with the per-origin halves, decoding speed-up and time over the

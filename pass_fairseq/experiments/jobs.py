@@ -1,16 +1,13 @@
 """Running the external commands of a long job (the demo, a sweep): each command's output is
 echoed without fairseq's console noise and copied whole to a log; a failure becomes a
 :class:`JobError`, one line for the user."""
-import json
 import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
-import uuid
-from contextlib import contextmanager
-from typing import Iterator, List, Optional, TextIO
+from typing import List, Optional
 
 
 class JobError(Exception):
@@ -73,27 +70,3 @@ def check(rc: int, what: str, log_path: Optional[str] = None) -> None:
     if rc != 0:
         where = f"; full log: {log_path}" if log_path else ""
         raise JobError(f"{what} failed (exit status {rc}){where}")
-
-
-@contextmanager
-def atomic_write(path: str, newline: Optional[str] = None) -> Iterator[TextIO]:
-    """A text file to write ``path`` through: a temporary file of its own beside it, renamed
-    over ``path`` once written (never half a file, also when several writers write the same
-    path at once: the last rename wins)."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "x", newline=newline, encoding="utf-8") as f:
-            yield f
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_json(path: str, obj, indent: int = 2) -> None:
-    """Write ``obj`` as JSON atomically (:func:`atomic_write`)."""
-    with atomic_write(path) as f:
-        json.dump(obj, f, indent=indent)
-        f.write("\n")

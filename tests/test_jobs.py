@@ -4,7 +4,8 @@ import stat
 
 import pytest
 
-from pass_fairseq.commands import JobError, atomic_write, tool
+from pass_fairseq.experiments.jobs import JobError, tool
+from pass_fairseq.files import atomic_write
 
 
 def test_tool_is_found_beside_python_else_on_path(tmp_path, monkeypatch):

@@ -9,10 +9,9 @@ import os
 import time
 from typing import Dict, List, Tuple
 
-from pass_fairseq.commands import JobError, check, run, tool
+import pass_fairseq
+from pass_fairseq.experiments.jobs import JobError, check, run, tool
 
-#: the plugin's own directory, so that fairseq-generate finds it from any working directory
-USER_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def generate_command(data_bin: str, checkpoint: str, out_dir: str, batch_size: int,
@@ -22,7 +21,7 @@ def generate_command(data_bin: str, checkpoint: str, out_dir: str, batch_size: i
     # --required-batch-size-multiple 1: with fairseq's default 8, a fixed --batch-size larger
     # than the set drops the remainder (100 sentences at batch size 128 gave 96 hypotheses).
     # --max-len-a/b cap runaway hypotheses (the whole test set takes ~30 s at width 128).
-    return [tool("fairseq-generate"), data_bin, "--user-dir", USER_DIR,
+    return [tool("fairseq-generate"), data_bin, "--user-dir", pass_fairseq.PLUGIN_DIR,
             "--path", checkpoint, "--gen-subset", split, "--beam", "5", "--remove-bpe", "sentencepiece",
             "--batch-size", str(batch_size), "--required-batch-size-multiple", "1",
             "--max-len-a", "1.2", "--max-len-b", "10", "--results-path", out_dir, "--num-workers", "0",
@@ -45,7 +44,7 @@ def generate(data_bin: str, checkpoint: str, out_dir: str, batch_size: int,
              split: str = "test") -> Tuple[Dict[int, str], float]:
     """Run :func:`generate_command` (output echoed, logged to ``out_dir/generate.log``);
     returns the hypotheses by sentence id and the seconds it took. Raises
-    :class:`~pass_fairseq.commands.JobError` when fairseq-generate fails."""
+    :class:`~pass_fairseq.experiments.jobs.JobError` when fairseq-generate fails."""
     os.makedirs(out_dir, exist_ok=True)
     log_path = os.path.join(out_dir, f"generate-{split}.log" if split != "test" else "generate.log")
     start = time.time()
@@ -64,7 +63,7 @@ def score(hyps: Dict[int, str], raw_dir: str, out_dir: str, split: str = "test")
     """Detokenized sacreBLEU of ``hyps`` (by sentence id) against ``raw_dir/{split}.en``,
     overall and, when ``raw_dir/{split}.origin`` has one origin per reference, per origin.
     Writes the hypotheses in order to ``out_dir/hyp.{split}.en``. Raises
-    :class:`~pass_fairseq.commands.JobError` unless there is exactly one hypothesis per
+    :class:`~pass_fairseq.experiments.jobs.JobError` unless there is exactly one hypothesis per
     reference."""
     import sacrebleu
 

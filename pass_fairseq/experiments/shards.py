@@ -12,7 +12,7 @@ import os
 import shutil
 from typing import List, NamedTuple
 
-from pass_fairseq.commands import write_json
+from pass_fairseq.files import write_json
 
 #: written last into the output folder: the source and settings the shards were built from
 MARKER = "shards.json"
