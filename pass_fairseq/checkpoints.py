@@ -25,7 +25,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 
-from pass_fairseq.errors import fail
+from pass_fairseq.errors import PassError
 from pass_fairseq.files import atomic_write
 from pass_fairseq.pruning import PruningError, prune_state_dict, select_heads, state_dict_gates
 
@@ -77,30 +77,36 @@ def allow_checkpoint_globals() -> None:
     torch.serialization.add_safe_globals(SAFE_GLOBALS)
 
 
+class CheckpointError(PassError):
+    """A file that is not a readable fairseq checkpoint; the message is one line for the user."""
+
+
 def load_checkpoint(path: str) -> dict:
     """A fairseq checkpoint as a dict, on CPU, read with ``weights_only`` and
-    :data:`SAFE_GLOBALS`; one-line error (exit 2) when it is missing, unreadable or has no
+    :data:`SAFE_GLOBALS`; a :class:`CheckpointError` when it is missing, unreadable or has no
     ``model`` state dict."""
     allow_checkpoint_globals()  # a set: adding twice is harmless (torch's safe_globals() context would undo it)
     try:
         with open(path, "rb") as f:
             state = torch.load(f, map_location="cpu", weights_only=True)
     except (FileNotFoundError, IsADirectoryError):
-        fail(f"{path}: no such checkpoint")
+        raise CheckpointError(f"{path}: no such checkpoint")
     except Exception as e:  # noqa: BLE001  (unpickling errors come in many types)
-        fail(f"{path}: cannot read it as a fairseq checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})")
+        raise CheckpointError(f"{path}: cannot read it as a fairseq checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})")
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
-        fail(f"{path} is not a fairseq checkpoint (no 'model' state dict)")
+        raise CheckpointError(f"{path} is not a fairseq checkpoint (no 'model' state dict)")
     return state
 
 
-def kept_heads(model_state: Dict[str, torch.Tensor], heads: Optional[int], threshold: Optional[float]) -> Dict[str, List[int]]:
+def kept_heads(model_state: Dict[str, torch.Tensor], target_heads: Optional[int],
+               threshold: Optional[float]) -> Dict[str, List[int]]:
     """Module name -> kept heads, from the checkpoint's gates (errors as PruningError)."""
-    prefixes, log_alphas, subset_k = state_dict_gates(model_state)
+    prefixes, log_alphas, subset_target_heads = state_dict_gates(model_state)
     if not prefixes:
         raise PruningError("no gates in this checkpoint (no '*.gate.log_alpha'): give one trained with a"
                            " transformer_pass architecture")
-    return dict(zip(prefixes, select_heads(log_alphas, heads=heads, threshold=threshold, subset_k=subset_k)))
+    return dict(zip(prefixes, select_heads(log_alphas, target_heads=target_heads, threshold=threshold,
+                                           subset_target_heads=subset_target_heads)))
 
 
 def _as_dict(cfg_part) -> dict:
@@ -181,7 +187,7 @@ def _stock_model_cfg(model_cfg: dict, target: Deployment) -> dict:
     return out
 
 
-def convert(state: dict, heads: Optional[int] = None, threshold: Optional[float] = None,
+def convert(state: dict, target_heads: Optional[int] = None, threshold: Optional[float] = None,
             fmt: str = "pruned", kept: Optional[Dict[str, List[int]]] = None) -> dict:
     """A new checkpoint dict (``state`` is not modified). Raises PruningError on bad input.
 
@@ -193,7 +199,7 @@ def convert(state: dict, heads: Optional[int] = None, threshold: Optional[float]
     if not isinstance(model_state, dict):
         raise PruningError("not a fairseq checkpoint: no 'model' state dict")
     if kept is None:
-        kept = kept_heads(model_state, heads, threshold)
+        kept = kept_heads(model_state, target_heads, threshold)
     new_model = prune_state_dict(model_state, kept, physical=fmt == "pruned")
 
     target = deployment(state)

@@ -1,5 +1,5 @@
 """Data-parallel training on several CPU processes: fairseq's own distributed engine with
-torch.distributed's gloo backend (README, "Distributed and mixed precision").
+torch.distributed's gloo backend (docs/distributed.md).
 
 fairseq 0.12's launch paths assume a GPU per process. On a CPU machine:
 
@@ -26,7 +26,7 @@ import os
 import sys
 from typing import List, Mapping, Optional, Sequence
 
-from pass_fairseq.errors import fail
+from pass_fairseq.errors import PassError, fail
 
 #: fairseq flags that :func:`rank_flags` sets for every process (besides ``--cpu``)
 OWNED_FLAGS = ("--distributed-world-size", "--distributed-rank", "--distributed-init-method",
@@ -35,11 +35,15 @@ OWNED_FLAGS = ("--distributed-world-size", "--distributed-rank", "--distributed-
 RANK_ENTRY = ["-m", "pass_fairseq.distributed"]
 
 
+class LaunchError(PassError):
+    """A distributed run that cannot start as asked; the message is one line for the user."""
+
+
 def check_fairseq_args(args: Sequence[str]) -> None:
-    """One-line error when ``args`` (fairseq-train's) set a flag the recipe owns."""
+    """A :class:`LaunchError` when ``args`` (fairseq-train's) set a flag the recipe owns."""
     given = sorted({a.split("=", 1)[0] for a in args} & set(OWNED_FLAGS))
     if given:
-        fail(f"{', '.join(given)}: set by the distributed launcher for every process (gloo on CPU);"
+        raise LaunchError(f"{', '.join(given)}: set by the distributed launcher for every process (gloo on CPU);"
              " drop them from the fairseq-train arguments")
 
 
@@ -48,7 +52,7 @@ def rank_flags(environ: Mapping[str, str]) -> List[str]:
     try:
         rank, world = int(environ["RANK"]), int(environ["WORLD_SIZE"])
     except (KeyError, ValueError):
-        fail("RANK and WORLD_SIZE are not set: start this module with torchrun, or use pass-train-distributed")
+        raise LaunchError("RANK and WORLD_SIZE are not set: start this module with torchrun, or use pass-train-distributed")
     return ["--cpu", "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp",
             "--distributed-init-method", "env://", "--distributed-no-spawn",
             "--distributed-world-size", str(world), "--distributed-rank", str(rank), "--device-id", "0"]
@@ -95,4 +99,7 @@ def train_rank(args: Sequence[str], environ: Mapping[str, str] = os.environ) -> 
 
 
 if __name__ == "__main__":
-    train_rank(sys.argv[1:])
+    try:
+        train_rank(sys.argv[1:])
+    except LaunchError as e:
+        fail(str(e))

@@ -5,13 +5,15 @@ inside torch (``--pass-lambda-init nan``).
 
     check_flags({"--pass-gate-lr": (cfg.pass_gate_lr, POSITIVE)})   # raises FlagError
 
-Pure Python; the fairseq build paths turn :class:`FlagError` into the one-line message.
+No fairseq; the fairseq build paths turn :class:`FlagError` into the one-line message.
 """
 import math
 from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
+from pass_fairseq.errors import PassError
 
-class FlagError(ValueError):
+
+class FlagError(PassError):
     """A flag's value is outside its range: the message names the flag, the value and the range."""
 
 

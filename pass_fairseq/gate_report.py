@@ -8,7 +8,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from pass_fairseq.gates import GAMMA, KEPT_THRESHOLD, ZETA, count_gates
-from pass_fairseq.pruning import state_dict_gates
+from pass_fairseq.pruning import PruningError, state_dict_gates
 
 #: the three kinds of attention module, as they end in state-dict prefixes
 MODULE_KINDS = (("encoder", "self_attn", "encoder self"), ("decoder", "self_attn", "decoder self"),
@@ -17,12 +17,12 @@ MODULE_KINDS = (("encoder", "self_attn", "encoder self"), ("decoder", "self_attn
 
 def gate_report(state_dict: Dict[str, torch.Tensor], gamma: float = GAMMA, zeta: float = ZETA) -> dict:
     """Totals and per-module gates (``subset_k``: K of subset gates, None for Hard Concrete
-    gates); raises ValueError (PruningError) when the state dict has no gates or
+    gates); raises PruningError when the state dict has no gates or
     inconsistent ones."""
-    names, log_alphas, subset_k = state_dict_gates(state_dict)
+    names, log_alphas, target_heads = state_dict_gates(state_dict)
     if not names:
-        raise ValueError("no gates in this checkpoint (was it trained with a transformer_pass architecture?)")
-    counts = count_gates([la.cpu() for la in log_alphas], subset_k, gamma, zeta)
+        raise PruningError("no gates in this checkpoint (was it trained with a transformer_pass architecture?)")
+    counts = count_gates([la.cpu() for la in log_alphas], target_heads, gamma, zeta)
     modules = [{
         "name": name,
         "kept": [i for i, v in enumerate(z.tolist()) if v > KEPT_THRESHOLD],
@@ -32,7 +32,7 @@ def gate_report(state_dict: Dict[str, torch.Tensor], gamma: float = GAMMA, zeta:
     totals = counts.as_ints()
     return {"heads_total": totals["total"], "open": totals["open"], "closed": totals["closed"],
             "nonbinary": totals["nonbinary"], "kept": totals["kept"], "modules_active": totals["modules_active"],
-            "modules_total": len(modules), "subset_k": subset_k, "modules": modules}
+            "modules_total": len(modules), "subset_k": target_heads, "modules": modules}
 
 
 def module_kind(name: str) -> Optional[Tuple[str, int]]:

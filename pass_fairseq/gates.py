@@ -205,17 +205,17 @@ def top_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     return mask.view_as(scores)
 
 
-def gate_values(log_alphas: Sequence[torch.Tensor], subset_k: Optional[int] = None,
+def gate_values(log_alphas: Sequence[torch.Tensor], target_heads: Optional[int] = None,
                 gamma: float = GAMMA, zeta: float = ZETA) -> List[torch.Tensor]:
     """The one rule for the deterministic (test-time) gates of a model, one float32 tensor
     per module from its log_alpha: Hard Concrete's clamp(sigmoid(log_alpha) (zeta - gamma)
-    + gamma, 0, 1) per head, or, for subset gates (``subset_k`` = K), 1 for the K largest
+    + gamma, 0, 1) per head, or, for subset gates (``target_heads`` = their K), 1 for the K largest
     log_alpha over all modules (flattened in module order: ties to the earlier module, then
     the lower head) and 0 for the others."""
-    if subset_k is None:
+    if target_heads is None:
         return [deterministic_gates(la.detach(), gamma, zeta) for la in log_alphas]
     flat = torch.cat([la.detach().reshape(-1) for la in log_alphas])
-    return list(top_k_mask(flat, int(subset_k)).split([la.numel() for la in log_alphas]))
+    return list(top_k_mask(flat, int(target_heads)).split([la.numel() for la in log_alphas]))
 
 
 class GateCounts(NamedTuple):
@@ -246,13 +246,13 @@ class GateCounts(NamedTuple):
         return dict(zip(("open", "closed", "nonbinary", "kept", "modules_active"), values), total=self.total)
 
 
-def count_gates(log_alphas: Sequence[torch.Tensor], subset_k: Optional[int] = None,
+def count_gates(log_alphas: Sequence[torch.Tensor], target_heads: Optional[int] = None,
                 gamma: float = GAMMA, zeta: float = ZETA) -> GateCounts:
-    """The one place that turns log_alphas (one tensor per module; ``subset_k`` = K for
+    """The one place that turns log_alphas (one tensor per module; ``target_heads`` = K for
     subset gates) into deterministic gates (:func:`gate_values`) and counts; computed in
     float32 whatever the model's dtype, so the training run, the gate report and the
     checkpoint converter always agree."""
-    zs = gate_values(log_alphas, subset_k, gamma, zeta)
+    zs = gate_values(log_alphas, target_heads, gamma, zeta)
     z = torch.cat(zs)
     opened, closed = (z == 1).sum(), (z == 0).sum()
     active = torch.stack([(zm > 0).any() for zm in zs]).sum()

@@ -31,12 +31,12 @@ def split_kept(mask: Tensor, sizes: Sequence[int]) -> List[List[int]]:
     return [[h for h, v in enumerate(m.tolist()) if v] for m in mask.reshape(-1).split(list(sizes))]
 
 
-def check_targets(total: int, ks: Iterable[int]) -> List[int]:
-    """The requested K, largest first, each in 1..total (ValueError otherwise)."""
-    targets = sorted({int(k) for k in ks}, reverse=True)
-    if not targets or targets[-1] < 1 or targets[0] > total:
-        raise ValueError(f"head counts must be in 1..{total}, got {sorted(set(ks))}")
-    return targets
+def check_targets(total: int, targets: Iterable[int]) -> List[int]:
+    """The requested target head counts K, largest first, each in 1..total (ValueError otherwise)."""
+    checked = sorted({int(target_heads) for target_heads in targets}, reverse=True)
+    if not checked or checked[-1] < 1 or checked[0] > total:
+        raise ValueError(f"head counts must be in 1..{total}, got {sorted(set(targets))}")
+    return checked
 
 
 def normalise_per_module(importance: Tensor, present: Tensor, sizes: Sequence[int]) -> Tensor:
@@ -56,7 +56,7 @@ def least_important(scores: Tensor, present: Tensor, n: int) -> Tensor:
     return torch.sort(ranked, stable=True).indices[:n]
 
 
-def iterative_masks(importance_fn: Callable[[Tensor], Tensor], sizes: Sequence[int], ks: Iterable[int],
+def iterative_masks(importance_fn: Callable[[Tensor], Tensor], sizes: Sequence[int], targets: Iterable[int],
                     step: int) -> Tuple[Dict[int, Tensor], List[dict]]:
     """Michel's iterative pruning: ({K: flat bool mask of the kept heads}, the steps).
 
@@ -64,33 +64,33 @@ def iterative_masks(importance_fn: Callable[[Tensor], Tensor], sizes: Sequence[i
     mask; each step records the heads present before it, I, the normalised scores and the
     heads removed."""
     total = sum(sizes)
-    targets = check_targets(total, ks)
+    targets = check_targets(total, targets)
     if step < 1:
         raise ValueError(f"remove at least one head per step, got {step}")
     present = torch.ones(total, dtype=torch.bool)
     masks: Dict[int, Tensor] = {}
     steps: List[dict] = []
-    for target in targets:
-        while int(present.sum()) > target:
+    for target_heads in targets:
+        while int(present.sum()) > target_heads:
             importance = importance_fn(present.float()).detach().cpu().float()
             scores = normalise_per_module(importance, present, sizes)
-            removed = least_important(scores, present, min(step, int(present.sum()) - target))
+            removed = least_important(scores, present, min(step, int(present.sum()) - target_heads))
             steps.append({"heads": int(present.sum()), "importance": importance.tolist(),
                           "normalised": scores.tolist(), "removed": removed.tolist()})
             present[removed] = False
-        masks[target] = present.clone()
+        masks[target_heads] = present.clone()
     return masks, steps
 
 
-def random_masks(total: int, ks: Iterable[int], seed: int) -> Tuple[Dict[int, Tensor], List[int]]:
+def random_masks(total: int, targets: Iterable[int], seed: int) -> Tuple[Dict[int, Tensor], List[int]]:
     """({K: flat bool mask}, the order): the first K heads of one seeded random permutation,
     so the masks are nested too."""
     order = torch.randperm(total, generator=torch.Generator().manual_seed(int(seed)))
     masks = {}
-    for k in check_targets(total, ks):
+    for target_heads in check_targets(total, targets):
         mask = torch.zeros(total, dtype=torch.bool)
-        mask[order[:k]] = True
-        masks[k] = mask
+        mask[order[:target_heads]] = True
+        masks[target_heads] = mask
     return masks, order.tolist()
 
 

@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from pass_fairseq.errors import PassError
 from pass_fairseq.gate_schedule import SCHEDULE_BUFFERS
 from pass_fairseq.gates import (GAMMA, GATE_KEY, KEPT_THRESHOLD, REOPEN_KEY, SUBSET_K_KEY, ZETA, count_gates,
                                 gate_values, top_k_mask)
@@ -32,7 +33,7 @@ def gate_only(key: str) -> bool:
     return key in SCHEDULE_BUFFERS or any(key.endswith(s) for s in GATE_ONLY_SUFFIXES)
 
 
-class PruningError(ValueError):
+class PruningError(PassError):
     """Bad input for pruning; the message is one line meant for the user."""
 
 
@@ -48,33 +49,33 @@ def state_dict_gates(state_dict: Dict[str, Tensor]) -> Tuple[List[str], List[Ten
     :func:`pass_fairseq.gates.gate_values` (through :func:`module_gates` or ``count_gates``)."""
     prefixes = gated_modules(state_dict)
     recorded = [int(state_dict[p + SUBSET_K_KEY]) for p in prefixes if p + SUBSET_K_KEY in state_dict]
-    k = None
+    target_heads = None
     if recorded:
         if len(recorded) != len(prefixes) or len(set(recorded)) != 1 or recorded[0] < 1:
             raise PruningError(f"the subset gates record inconsistent K ({sorted(set(recorded))} in {len(recorded)}"
                                f" of {len(prefixes)} modules): give a checkpoint trained with subset gates")
-        k = recorded[0]
-    return prefixes, [state_dict[p + GATE_KEY] for p in prefixes], k
+        target_heads = recorded[0]
+    return prefixes, [state_dict[p + GATE_KEY] for p in prefixes], target_heads
 
 
 def module_gates(state_dict: Dict[str, Tensor], gamma: float = GAMMA, zeta: float = ZETA) -> Dict[str, Tensor]:
     """{module prefix: deterministic gates (float32, CPU)} of a gated state dict."""
-    prefixes, log_alphas, k = state_dict_gates(state_dict)
-    return dict(zip(prefixes, gate_values([la.cpu() for la in log_alphas], k, gamma, zeta)))
+    prefixes, log_alphas, target_heads = state_dict_gates(state_dict)
+    return dict(zip(prefixes, gate_values([la.cpu() for la in log_alphas], target_heads, gamma, zeta)))
 
 
 def select_heads(
     log_alphas: Sequence[Tensor],
-    heads: Optional[int] = None,
+    target_heads: Optional[int] = None,
     threshold: Optional[float] = None,
-    subset_k: Optional[int] = None,
+    subset_target_heads: Optional[int] = None,
     gamma: float = GAMMA,
     zeta: float = ZETA,
 ) -> List[List[int]]:
     """Kept head indices of each module (sorted), from the modules' ``log_alpha`` (and the
-    subset gates' K, ``subset_k``).
+    K that subset gates were trained with, ``subset_target_heads``; None for Hard Concrete).
 
-    * ``heads=K``: the K largest log_alpha over all modules (open gates all read z = 1, so
+    * ``target_heads=K``: the K largest log_alpha over all modules (open gates all read z = 1, so
       z cannot rank them); ties go to the earlier module, then the lower head;
     * ``threshold=T``: the heads whose eval gate z > T;
     * neither: the kept heads (z > 0.5, the one definition of "kept", see
@@ -82,16 +83,16 @@ def select_heads(
       gate is strictly between 0 and 1, so that pruning leaves the model's outputs exactly
       as they are.
     """
-    if heads is not None and threshold is not None:
+    if target_heads is not None and threshold is not None:
         raise PruningError("--heads and --threshold exclude each other: give at most one")
     if not log_alphas:
         raise PruningError("no gated attention module: give a checkpoint trained with a transformer_pass architecture")
-    counts = count_gates([la.cpu() for la in log_alphas], subset_k, gamma, zeta)
+    counts = count_gates([la.cpu() for la in log_alphas], subset_target_heads, gamma, zeta)
     total, zs = counts.total, counts.gates
-    if heads is not None:
-        if not 1 <= heads <= total:
-            raise PruningError(f"--heads {heads} is out of range: the model has {total} heads, give 1..{total}")
-        mask = top_k_mask(torch.cat([la.detach().cpu().reshape(-1) for la in log_alphas]), heads)
+    if target_heads is not None:
+        if not 1 <= target_heads <= total:
+            raise PruningError(f"--heads {target_heads} is out of range: the model has {total} heads, give 1..{total}")
+        mask = top_k_mask(torch.cat([la.detach().cpu().reshape(-1) for la in log_alphas]), target_heads)
         return [[h for h, v in enumerate(m.tolist()) if v] for m in mask.split([la.numel() for la in log_alphas])]
     if threshold is not None:
         if not 0.0 <= threshold < 1.0:
@@ -112,12 +113,12 @@ def head_columns(kept: Sequence[int], head_dim: int) -> Tensor:
 
 
 def module_shape(state_dict: Dict[str, Tensor], prefix: str) -> Tuple[int, int]:
-    """(heads, head_dim) of a gated module."""
-    heads = state_dict[prefix + GATE_KEY].numel()
+    """(num_heads, head_dim) of a gated module."""
+    num_heads = state_dict[prefix + GATE_KEY].numel()
     inner = state_dict[prefix + ".q_proj.weight"].size(0)
-    if inner % heads:
-        raise PruningError(f"{prefix}: q_proj has {inner} rows, not a multiple of its {heads} heads")
-    return heads, inner // heads
+    if inner % num_heads:
+        raise PruningError(f"{prefix}: q_proj has {inner} rows, not a multiple of its {num_heads} heads")
+    return num_heads, inner // num_heads
 
 
 def fold_module(
@@ -191,8 +192,8 @@ def removed_parameter_count(state_dict: Dict[str, Tensor], kept: Dict[str, Seque
     biases) and out_proj columns."""
     removed = 0
     for prefix, keep in kept.items():
-        heads, head_dim = module_shape(state_dict, prefix)
-        dropped = (heads - len(keep)) * head_dim
+        num_heads, head_dim = module_shape(state_dict, prefix)
+        dropped = (num_heads - len(keep)) * head_dim
         for proj in PROJECTIONS:
             removed += dropped * state_dict[f"{prefix}.{proj}.weight"].size(1)
             if f"{prefix}.{proj}.bias" in state_dict:
@@ -201,17 +202,17 @@ def removed_parameter_count(state_dict: Dict[str, Tensor], kept: Dict[str, Seque
     return removed
 
 
-def packed_selection(log_alphas: Sequence[Tensor], heads: int) -> List[List[int]]:
+def packed_selection(log_alphas: Sequence[Tensor], target_heads: int) -> List[List[int]]:
     """K heads packed into as few modules as possible (what the concentrator aims at):
     modules ranked by their summed log_alpha (ties: earlier module), whole modules kept in
     that order, the last one with its largest-log_alpha heads. Used by the benchmark to
     time a concentrated mask of the same size as a top-K one."""
     total = sum(int(la.numel()) for la in log_alphas)
-    if not 1 <= heads <= total:
-        raise PruningError(f"--heads {heads} is out of range: the model has {total} heads, give 1..{total}")
+    if not 1 <= target_heads <= total:
+        raise PruningError(f"--heads {target_heads} is out of range: the model has {total} heads, give 1..{total}")
     order = sorted(range(len(log_alphas)), key=lambda m: (-float(log_alphas[m].sum()), m))
     kept: List[List[int]] = [[] for _ in log_alphas]
-    left = heads
+    left = target_heads
     for m in order:
         if left == 0:
             break

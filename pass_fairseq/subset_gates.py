@@ -128,11 +128,11 @@ class SubsetGate(nn.Module):
         return {"subset_k": self.subset_k.clone()}
 
     def extra_repr(self) -> str:
-        return f"num_gates={self.num_gates}, k={int(self.subset_k)}"
+        return f"num_gates={self.num_gates}, target_heads={int(self.subset_k)}"
 
 
 class SubsetGroup:
-    """The subset gates of one model, drawn together: exactly ``k`` of all their heads.
+    """The subset gates of one model, drawn together: exactly ``target_heads`` of all their heads.
 
     A plain object referenced by its gates (not a module: the logits stay in the gates' own
     state-dict entries). ``relaxation`` (:data:`RELAXATIONS`) gives the training draw;
@@ -140,41 +140,41 @@ class SubsetGroup:
     tau, set by the training task from the update number.
     """
 
-    def __init__(self, gates: Sequence[SubsetGate], k: int, relaxation: Optional[str] = "soft-top-k",
+    def __init__(self, gates: Sequence[SubsetGate], target_heads: int, relaxation: Optional[str] = "soft-top-k",
                  noise: str = "batch", temperature: Optional[float] = None):
         total = sum(g.num_gates for g in gates)
-        if not 1 <= k <= total:
-            raise ValueError(f"subset gates: K = {k} is outside 1..{total}, the model's heads")
+        if not 1 <= target_heads <= total:
+            raise ValueError(f"subset gates: K = {target_heads} is outside 1..{total}, the model's heads")
         if noise not in ("batch", "none"):
             raise ValueError(f"subset gates draw once per forward pass (noise batch) or not at all"
                              f" (none), got {noise!r}")
         if noise != "none" and relaxation not in RELAXATIONS:
             raise ValueError(f"subset gates: relaxation must be one of {RELAXATIONS}, got {relaxation!r}")
         self.gates: List[SubsetGate] = list(gates)
-        self.k, self.relaxation, self.noise, self.temperature = int(k), relaxation, noise, temperature
+        self.target_heads, self.relaxation, self.noise, self.temperature = int(target_heads), relaxation, noise, temperature
         self._drawn: Optional[List[torch.Tensor]] = None
         for index, gate in enumerate(self.gates):
             gate.group, gate.index = self, index
-            gate.subset_k.fill_(self.k)
+            gate.subset_k.fill_(self.target_heads)
 
     def logits(self) -> torch.Tensor:
         return torch.cat([g.log_alpha.reshape(-1) for g in self.gates])
 
     def deterministic(self) -> List[torch.Tensor]:
         """Test-time gates of every module (:func:`pass_fairseq.gates.gate_values`)."""
-        return gate_values([g.log_alpha for g in self.gates], self.k)
+        return gate_values([g.log_alpha for g in self.gates], self.target_heads)
 
     def sample(self) -> torch.Tensor:
         """One joint training draw over all heads, flat, float32."""
         w = self.logits()
         if self.noise == "none":
-            return top_k_mask(w, self.k)
+            return top_k_mask(w, self.target_heads)
         if self.relaxation == "straight-through":
-            return straight_through_top_k(w.float(), self.k)
+            return straight_through_top_k(w.float(), self.target_heads)
         if self.temperature is None:
             raise RuntimeError("the soft top-K needs a temperature: the PASS tasks (translation_pass,"
                                " language_modeling_pass) set it")
-        return soft_top_k(w.double() + gumbel_noise(w.shape, w.device), self.k, self.temperature).float()
+        return soft_top_k(w.double() + gumbel_noise(w.shape, w.device), self.target_heads, self.temperature).float()
 
     @contextlib.contextmanager
     def draw(self) -> Iterator[None]:

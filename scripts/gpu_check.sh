@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The checks that need a CUDA GPU, in one short run (the README's "Distributed and mixed
-# precision" section quotes its output). Run from the repository root on a machine with a
+# The checks that need a CUDA GPU, in one short run (results/gpu-check/README.md holds its
+# output; docs/distributed.md explains it). Run from the repository root on a machine with a
 # GPU, a CUDA build of torch, and fairseq importable (PYTHONPATH may point at a folder that
-# holds it):
+# holds it); nothing needs to be pip-installed: the plugin's tools run with python -m:
 #
 #   bash scripts/gpu_check.sh OUT_DIR
 #

@@ -6,7 +6,7 @@
 #
 # Sources (human translations): trans-de-en (Ding dictionary, GPL-2+),
 # libreoffice-help-de/-en-us (MPL-2.0), gnome-user-docs (CC-BY-SA-3.0),
-# debian-reference-de/-en (GPL-2+). See scripts/README_data.md.
+# debian-reference-de/-en (GPL-2+). See docs/data.md.
 #
 # Output:
 #   DEST/raw/{train,valid,test}.{de,en}   detokenized text (and .origin: source)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import PASS_CRITERION, TINY_MODEL, TRAIN_COMMON, USER_DIR, load_state, train
-from pass_fairseq.distributed import torchrun_command, train_rank, worker_env
+from pass_fairseq.distributed import LaunchError, torchrun_command, train_rank, worker_env
 from pass_fairseq.gate_report import gate_report
 from pass_fairseq.gate_schedule import reopen_probabilities, sample_reopen
 from pass_fairseq.gates import worker_uniform
@@ -179,8 +179,11 @@ def test_launcher_errors_are_one_line(capsys, argv, message):
     assert e.value.code == 2 and message in err and err.count("\n") == 1, err
 
 
-def test_rank_entry_outside_torchrun_is_a_one_line_error(capsys):
-    with pytest.raises(SystemExit) as e:
+def test_rank_entry_outside_torchrun_is_a_one_line_error():
+    with pytest.raises(LaunchError, match="start this module with torchrun"):
         train_rank(["data"], environ={})
-    err = capsys.readouterr().err
-    assert e.value.code == 2 and "start this module with torchrun" in err and err.count("\n") == 1, err
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    proc = subprocess.run([sys.executable, "-m", "pass_fairseq.distributed", "data"], env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "start this module with torchrun" in proc.stderr, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr, proc.stderr

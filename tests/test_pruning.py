@@ -25,10 +25,10 @@ EXPECTED_OPEN = {name: [h for h, v in enumerate(vals) if v > 0] for name, vals i
 # ---- pure head selection --------------------------------------------------------------
 def test_select_top_k_ranks_by_log_alpha_with_ties_by_module_then_head():
     las = [torch.tensor([5.0, 5.0, -1.0]), torch.tensor([5.0, 7.0, 0.0])]
-    assert select_heads(las, heads=1) == [[], [1]]
-    assert select_heads(las, heads=3) == [[0, 1], [1]]
-    assert select_heads(las, heads=4) == [[0, 1], [0, 1]]
-    assert select_heads(las, heads=5) == [[0, 1], [0, 1, 2]]
+    assert select_heads(las, target_heads=1) == [[], [1]]
+    assert select_heads(las, target_heads=3) == [[0, 1], [1]]
+    assert select_heads(las, target_heads=4) == [[0, 1], [0, 1]]
+    assert select_heads(las, target_heads=5) == [[0, 1], [0, 1, 2]]
 
 
 def test_select_threshold_and_default_binary():
@@ -44,7 +44,7 @@ def test_select_threshold_and_default_binary():
 @pytest.mark.parametrize("k", [0, -1, 7])
 def test_select_top_k_out_of_range(k):
     with pytest.raises(PruningError, match="out of range"):
-        select_heads([torch.zeros(3), torch.zeros(3)], heads=k)
+        select_heads([torch.zeros(3), torch.zeros(3)], target_heads=k)
 
 
 def test_packed_selection_fills_whole_modules():

@@ -42,7 +42,7 @@ def both(tmp_path):
 
 
 def spec(sweep, method, k):
-    return next(r for r in sweep.runs if r.method == method and r.heads == k and not r.tuning)
+    return next(r for r in sweep.runs if r.method == method and r.target_heads == k and not r.tuning)
 
 
 def test_the_base_is_the_same_command_in_the_demo_and_the_sweep(both):

@@ -9,7 +9,7 @@ import torch
 from pass_fairseq.bench.step_profile import KIND_LABELS, Caller, StepSetup, build_modules, fit_rows, profile_kind
 from pass_fairseq.cli import profile_step
 
-TINY = StepSetup(embed_dim=16, heads=2, sentences=2, beam=3, src_len=5, steps=4)
+TINY = StepSetup(embed_dim=16, num_heads=2, sentences=2, beam=3, src_len=5, steps=4)
 
 
 class Recorder(torch.nn.Module):
@@ -33,7 +33,7 @@ def test_pruned_module_with_every_head_computes_the_stock_module(kind):
     modules = build_modules(kind, TINY)
     assert modules["1 heads"].beam_size == TINY.beam and modules["stock"].beam_size == 1  # as in a real decode
     caller = Caller(kind, TINY)
-    stock, full = Recorder(modules["stock"]), Recorder(modules[f"{TINY.heads} heads"])
+    stock, full = Recorder(modules["stock"]), Recorder(modules[f"{TINY.num_heads} heads"])
     with torch.inference_mode():
         caller.run(stock)
         caller.run(full)

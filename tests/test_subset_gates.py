@@ -79,7 +79,7 @@ def test_subset_gates_keep_exactly_k_at_test_time_whatever_the_logits(fill):
     zs = [g.eval()() for g in gates]
     assert sum(float(z.sum()) for z in zs) == 5 and all(set(z.tolist()) <= {0.0, 1.0} for z in zs)
     assert [z.tolist() for z in zs] == [z.tolist() for z in gate_values([g.log_alpha for g in gates], 5)]
-    counts = count_gates([g.log_alpha for g in gates], subset_k=5).as_ints()
+    counts = count_gates([g.log_alpha for g in gates], target_heads=5).as_ints()
     assert (counts["open"], counts["nonbinary"], counts["kept"]) == (5, 0, 5)
 
 
@@ -118,8 +118,8 @@ def test_the_pruning_tools_read_k_from_the_state_dict():
     state = _state_dict(las, 5)
     prefixes, _, k = state_dict_gates(state)
     assert k == 5 and len(prefixes) == 3
-    kept = select_heads(las, subset_k=5)
-    assert kept == select_heads(las, heads=5) and sum(map(len, kept)) == 5
+    kept = select_heads(las, subset_target_heads=5)
+    assert kept == select_heads(las, target_heads=5) and sum(map(len, kept)) == 5
     report = gate_report(state)
     assert (report["open"], report["nonbinary"], report["kept"], report["subset_k"]) == (5, 0, 5, 5)
     assert sum(float(z.sum()) for z in module_gates(state).values()) == 5

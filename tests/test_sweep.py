@@ -212,7 +212,7 @@ def test_table_and_plots_come_from_the_run_files(tmp_path):
 def test_committed_config_loads():
     sweep = Sweep.load(os.path.join(ROOT, "results", "deb-de-en", "sweep.json"))
     assert {"base", "control", "pass", "passconc"} <= {r.method for r in sweep.runs}
-    assert {r.heads for r in sweep.runs if r.method == "pass"} == {8, 16, 32}
+    assert {r.target_heads for r in sweep.runs if r.method == "pass"} == {8, 16, 32}
 
 
 TUNED = dict(CONFIG, runs=[
@@ -241,7 +241,7 @@ def test_tuning_tries_run_first_and_fine_tunes_are_shared_only_when_k_is_not_in_
 def _tuning_result(sweep, name, valid, own_kept):
     spec = next(r for r in sweep.runs if r.name == name)
     os.makedirs(os.path.dirname(sweep.result_path(spec)), exist_ok=True)
-    result = {"method": spec.method, "heads": spec.heads, "seed": spec.seed, "try": spec.try_name, "tuning": True,
+    result = {"method": spec.method, "heads": spec.target_heads, "seed": spec.seed, "try": spec.try_name, "tuning": True,
               "tuning_method": spec.method, "choose": spec.choose, "try_flags": spec.tries[spec.try_name],
               "valid": {"sacrebleu": valid}, "test": {"sacrebleu": valid}, "own_kept": own_kept}
     with open(sweep.result_path(spec), "w") as f:
@@ -463,9 +463,9 @@ STRONGEST = dict(CONFIG, runs=CONFIG["runs"] + [
 
 def _finished(sweep, name, valid):
     spec = next(r for r in sweep.all_runs() if r.name == name)
-    write_json(sweep.result_path(spec), {"method": spec.method, "heads": spec.heads, "seed": spec.seed,
+    write_json(sweep.result_path(spec), {"method": spec.method, "heads": spec.target_heads, "seed": spec.seed,
                                           "valid": {"sacrebleu": valid}, "test": {"sacrebleu": valid},
-                                          "kept_heads": spec.heads})
+                                          "kept_heads": spec.target_heads})
 
 
 def test_the_strongest_baseline_on_valid_gets_more_seeds_once_its_rivals_have_finished(tmp_path, monkeypatch):
@@ -483,7 +483,7 @@ def test_the_strongest_baseline_on_valid_gets_more_seeds_once_its_rivals_have_fi
     def fake_run(sw, spec, data):  # ste scores better on valid than dsp
         done.append(spec.name)
         valid = {"ste": 15.0, "dsp": 14.0}.get(spec.method, 1.0)
-        return {"valid": {"sacrebleu": valid}, "test": {"sacrebleu": valid}, "kept_heads": spec.heads}
+        return {"valid": {"sacrebleu": valid}, "test": {"sacrebleu": valid}, "kept_heads": spec.target_heads}
 
     for name in ("ensure_base", "write_base_curve"):
         monkeypatch.setattr(sweep_module, name, lambda sw: None)
@@ -506,7 +506,7 @@ def test_only_runs_the_named_runs_and_methods_in_the_order_named(tmp_path, monke
         monkeypatch.setattr(sweep_module, name, lambda sw: None)
     monkeypatch.setattr(sweep_module, "shard_data", lambda sw: "data")
     monkeypatch.setattr(sweep_module, "run_one", lambda sw, spec, data: done.append(spec.name) or
-                        {"valid": {"sacrebleu": 1.0}, "test": {"sacrebleu": 1.0}, "kept_heads": spec.heads})
+                        {"valid": {"sacrebleu": 1.0}, "test": {"sacrebleu": 1.0}, "kept_heads": spec.target_heads})
     assert sweep_module.run_sweep(sweep, ["pass-k8-s2", "control", "pass-k16-s1"]) == 0
     assert done == ["pass-k8-s2", "control-k72-s1"]  # pass-k16-s1 had finished; pass-k16-s2, pass-k8-s1 not named
     assert [s.name for s in sweep_module.selected_runs(sweep.runs, ["pass-k8-s2", "pass"])] == [
@@ -598,7 +598,7 @@ def test_masks_of_one_kind_take_the_same_steps_at_every_seed_and_are_never_remad
     with open(os.path.join("work", "masks", "michel-s2", "michel_k16.pt"), "w") as f:
         f.write("made")
     with pytest.raises(JobError, match="holds masks made without K = 8"):
-        sweep_module.prepare_mask(sweep, replace(runs["michel-k16-s2"], heads=8))
+        sweep_module.prepare_mask(sweep, replace(runs["michel-k16-s2"], target_heads=8))
     assert sweep_module.prepare_mask(sweep, runs["michel-k16-s2"]) == path and len(commands) == 1
 
 

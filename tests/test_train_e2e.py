@@ -9,7 +9,6 @@ import torch
 
 from conftest import PASS_CRITERION, TINY_MODEL, TRAIN_COMMON, USER_DIR, generate, load_state, train
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 K = 4
 PASS_RUN = [*TINY_MODEL, *TRAIN_COMMON, *PASS_CRITERION, "--pass-target-heads", str(K),
             "--best-checkpoint-metric", "pass_loss", "--pass-reopen-until-epoch", "10"]
@@ -185,7 +184,7 @@ def test_off_target_runs_write_no_best_checkpoint(toy_data, tmp_path):
 
 @pytest.mark.parametrize("extra, message", [
     (["--pass-target-heads", "25"], "larger than the model's 24 heads"),
-    (["--pass-target-heads", "0"], "at least 1"),
+    (["--pass-target-heads", "0"], "--pass-target-heads 0: out of range, give a number >= 1"),
     ([], "--pass-target-heads K is required"),
 ])
 def test_bad_target_is_a_one_line_error(toy_data, tmp_path, capsys, extra, message):

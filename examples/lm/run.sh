@@ -49,7 +49,7 @@ COMMON=(--adam-betas "(0.9,0.98)" --max-tokens "$MAX_TOKENS" --no-epoch-checkpoi
         --num-workers 0 --seed "$SEED")
 # the fine-tunes: EPOCHS shards of the training set, fixed lr after a short warm-up
 FINETUNE=(--lr 5e-4 --lr-scheduler fixed --warmup-updates 50 --max-epoch "$EPOCHS")
-# PASS as the demo runs it (README.md, "Why the demo's schedule"): lambda weighs one
+# PASS as the demo runs it (docs/demo.md, "Why the demo's schedule"): lambda weighs one
 # token's loss, no reopening, checkpoint_best.pt only ever on target
 PASS=(--pass-reg-scaling token --pass-lambda-init 0.1 --pass-no-reopen --best-checkpoint-metric pass_loss)
 # the concentrator from epoch 3, once PASS alone is on target, off for the last two epochs

@@ -44,7 +44,7 @@ class StepSetup(NamedTuple):
     benchmark's decoding)."""
 
     embed_dim: int = 128
-    heads: int = 4
+    num_heads: int = 4
     sentences: int = 1
     beam: int = 5
     src_len: int = 20
@@ -95,10 +95,10 @@ def build_modules(kind: str, setup: StepSetup, seed: int = 1) -> Dict[str, torch
     cross = kind == "decoder cross"
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        stock = MultiheadAttention(setup.embed_dim, setup.heads, self_attention=not cross,
+        stock = MultiheadAttention(setup.embed_dim, setup.num_heads, self_attention=not cross,
                                    encoder_decoder_attention=cross)
     modules = {"stock": stock.eval()}
-    for k in range(1, setup.heads + 1):
+    for k in range(1, setup.num_heads + 1):
         pruned = PrunedMultiheadAttention.from_attention(stock, list(range(k))).eval()
         pruned.set_beam_size(setup.beam)
         rows = slice(0, k * stock.head_dim)
@@ -140,12 +140,12 @@ def profile_kind(kind: str, setup: StepSetup, warmup: int = 2, repeats: int = 7)
     rows = []
     for name, module in modules.items():
         us = median(times[name])
-        kept = setup.heads if name == "stock" else module.num_heads
+        kept = setup.num_heads if name == "stock" else module.num_heads
         row = {"kind": kind, "module": name, "heads": kept, "us_per_call": round(us, 1),
                "spread": round(repeat_spread(times[name]), 3),
                "aten_ops": round(aten_ops_per_call(caller, module), 1), "ideal_us": "", "over_ideal": ""}
         if name != "stock":
-            ideal = stock_us * kept / setup.heads
+            ideal = stock_us * kept / setup.num_heads
             row.update(ideal_us=round(ideal, 1), over_ideal=round(us / ideal, 2))
         rows.append(row)
     return rows

@@ -5,8 +5,8 @@ A its attention time (every attention module's forward plus its beam reordering 
 key/value cache), T_noattn the time of the model whose attention modules are all skipped.
 
 * speed-up = T_unpruned / T; attention speed-up = A_unpruned / A; attention share = A / T;
-* per-module ideal of a pruned model: T_noattn + sum_m A_unpruned[m] * kept[m] / heads[m];
-  its attention part alone, sum_m A_unpruned[m] * kept[m] / heads[m], is the ideal
+* per-module ideal of a pruned model: T_noattn + sum_m A_unpruned[m] * kept[m] / num_heads[m];
+  its attention part alone, sum_m A_unpruned[m] * kept[m] / num_heads[m], is the ideal
   attention time (what the mask allows: a decoder head costs more than an encoder head);
 * ideal attention speed-up = A_unpruned / ideal attention time; ideal speed-up =
   T_unpruned / ideal; time / ideal = T / ideal (1 is ideal; above 1, the overhead left);
@@ -70,9 +70,9 @@ class Summary(NamedTuple):
     noattn_over_base: float
 
 
-def summarize(timings: List[ModelTiming], heads: Dict[str, int], sentences: int) -> Summary:
+def summarize(timings: List[ModelTiming], num_heads: Dict[str, int], sentences: int) -> Summary:
     """Table rows (keys of :data:`COLUMNS`) from ``timings``, which hold one ``unpruned``
-    and one ``noattn`` model (and the ``gated`` one for the gated ideal); ``heads`` maps
+    and one ``noattn`` model (and the ``gated`` one for the gated ideal); ``num_heads`` maps
     every attention module to its head count."""
     base = next(t for t in timings if t.kind == "unpruned")
     noattn = next(t for t in timings if t.kind == "noattn")
@@ -86,7 +86,7 @@ def summarize(timings: List[ModelTiming], heads: Dict[str, int], sentences: int)
         kept = timing.kept
         row = {
             "model": timing.label,
-            "kept_heads": sum(kept.values()) if kept is not None else sum(heads.values()),
+            "kept_heads": sum(kept.values()) if kept is not None else sum(num_heads.values()),
             "skipped_modules": sum(1 for n in kept.values() if not n) if kept is not None else 0,
             "params": timing.params,
             "file_MB": round(timing.file_bytes / 2**20, 3),
@@ -102,21 +102,21 @@ def summarize(timings: List[ModelTiming], heads: Dict[str, int], sentences: int)
             "spread": repeat_spread(timing.e2e),
         }
         if timing.kind == "pruned":
-            ideal_attn = _ideal_attention(a_base_mod, kept, heads)
+            ideal_attn = _ideal_attention(a_base_mod, kept, num_heads)
             ideal = t_noattn + ideal_attn
             row["ideal_attn_speedup"] = round(a_base / ideal_attn, 2)
             row["ideal_speedup"] = round(t_base / ideal, 3)
             row["time_over_ideal"] = round(t / ideal, 3)
             if a_gated_mod is not None:
-                row["time_over_gated_ideal"] = round(t / (t_noattn + _ideal_attention(a_gated_mod, kept, heads)), 3)
+                row["time_over_gated_ideal"] = round(t / (t_noattn + _ideal_attention(a_gated_mod, kept, num_heads)), 3)
         rows.append(row)
     return Summary(rows, a_base / t_base, t_noattn / t_base)
 
 
-def _ideal_attention(module_times: Dict[str, float], kept: Dict[str, int], heads: Dict[str, int]) -> float:
-    """sum_m A[m] * kept[m] / heads[m]: the attention time a mask allows, from an unpruned
+def _ideal_attention(module_times: Dict[str, float], kept: Dict[str, int], num_heads: Dict[str, int]) -> float:
+    """sum_m A[m] * kept[m] / num_heads[m]: the attention time a mask allows, from an unpruned
     model's per-module times ``module_times``."""
-    return sum(module_times.get(m, 0.0) * kept[m] / n for m, n in heads.items())
+    return sum(module_times.get(m, 0.0) * kept[m] / n for m, n in num_heads.items())
 
 
 def repeat_spread(times: List[float]) -> float:
@@ -149,7 +149,7 @@ def fit_line(points: List[tuple]) -> Optional[tuple]:
     return my - slope * mx, slope
 
 
-def cost_model(timings: List[ModelTiming], heads: Dict[str, int]) -> List[dict]:
+def cost_model(timings: List[ModelTiming], num_heads: Dict[str, int]) -> List[dict]:
     """Per module kind (:data:`MODULE_KINDS`): the fitted fixed and per-head cost of one
     call of a pruned module, what the fit gives at all heads, the stock (unpruned) and the
     gated module's measured cost at all heads and a skipped module's (every time in
@@ -157,7 +157,7 @@ def cost_model(timings: List[ModelTiming], heads: Dict[str, int]) -> List[dict]:
     kept_points, stock, gated, skipped, calls = (defaultdict(list), defaultdict(list), defaultdict(list),
                                                  defaultdict(list), {})
     for timing in timings:
-        for module, n_heads in heads.items():
+        for module, n_heads in num_heads.items():
             kind = module_kind(module)
             us = per_call_us(timing, module)
             if kind is None or us is None:
@@ -176,7 +176,7 @@ def cost_model(timings: List[ModelTiming], heads: Dict[str, int]) -> List[dict]:
         if label not in calls:
             continue
         fit = fit_line(kept_points[label])
-        full = max((n for m, n in heads.items() if (module_kind(m) or ("",))[0] == label), default=0)
+        full = max((n for m, n in num_heads.items() if (module_kind(m) or ("",))[0] == label), default=0)
         rows.append({
             "kind": label, "calls": calls[label],
             "fixed_us": round(fit[0], 1) if fit else "", "per_head_us": round(fit[1], 1) if fit else "",

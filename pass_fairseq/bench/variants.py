@@ -25,10 +25,10 @@ CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9._-]+")
 CHECKPOINT_NAME_RULE = "letters, digits, '.', '_' or '-'"
 
 
-def pruned_label(k: int, layout: str, name: str = "") -> str:
-    """The benchmark's row label of the pruned model at ``k`` heads with ``layout``'s mask,
-    and, with ``name``, of whose checkpoint."""
-    return f"pruned K={k} {layout}" + (f" {name}" if name else "")
+def pruned_label(target_heads: int, layout: str, name: str = "") -> str:
+    """The benchmark's row label of the pruned model at ``target_heads`` heads with ``layout``'s
+    mask, and, with ``name``, of whose checkpoint."""
+    return f"pruned K={target_heads} {layout}" + (f" {name}" if name else "")
 
 
 @dataclass
@@ -57,22 +57,22 @@ def same_architecture(state: dict, other: dict) -> bool:
     return list(module_heads(other).items()) == list(module_heads(state).items()) and shapes(other) == shapes(state)
 
 
-def write_variants(state: dict, checkpoint: str, ks: Sequence[int], layouts: Sequence[str],
+def write_variants(state: dict, checkpoint: str, targets: Sequence[int], layouts: Sequence[str],
                    work_dir: str, name: str = "", others: Sequence[Tuple[str, dict]] = ()) -> List[Variant]:
     """Write the converted checkpoints; returns every variant, the gated one included.
     ``name`` labels the checkpoint's own pruned models; ``others`` are (name, state) of more
     gated checkpoints of the same architecture (:func:`same_architecture`), each pruned at
     every K and layout with its own gates. Raises :class:`pass_fairseq.pruning.PruningError`
     on a bad K."""
-    heads = module_heads(state)
+    num_heads = module_heads(state)
 
     def write(file_name, kept, fmt="pruned", source=state):
         path = os.path.join(work_dir, file_name)
         save_atomic(convert(source, fmt=fmt, kept=kept), path)
         return path
 
-    every = {p: list(range(n)) for p, n in heads.items()}
-    none = {p: [] for p in heads}
+    every = {p: list(range(n)) for p, n in num_heads.items()}
+    none = {p: [] for p in num_heads}
     variants = [
         Variant(f"unpruned (stock {deployment(state).stock_model})", "unpruned",
                 write("unpruned_stock.pt", every, fmt="stock"), every),
@@ -81,12 +81,13 @@ def write_variants(state: dict, checkpoint: str, ks: Sequence[int], layouts: Seq
     ]
     for source_name, source in [(name, state), *others]:
         _, log_alphas, _ = state_dict_gates(source["model"])
-        for k in ks:
+        for target_heads in targets:
             for layout in layouts:
-                selected = select_heads(log_alphas, heads=k) if layout == "topk" else packed_selection(log_alphas, k)
-                kept = dict(zip(heads, selected))
-                file_name = f"pruned_k{k}_{layout}" + (f"_{source_name}" if source_name else "")
-                variants.append(Variant(pruned_label(k, layout, source_name), "pruned",
+                selected = (select_heads(log_alphas, target_heads=target_heads) if layout == "topk"
+                            else packed_selection(log_alphas, target_heads))
+                kept = dict(zip(num_heads, selected))
+                file_name = f"pruned_k{target_heads}_{layout}" + (f"_{source_name}" if source_name else "")
+                variants.append(Variant(pruned_label(target_heads, layout, source_name), "pruned",
                                         write(f"{file_name}.pt", kept, source=source), kept))
     return variants
 

@@ -5,9 +5,10 @@
 where nothing is pip-installed and the checkout is on ``PYTHONPATH``."""
 import argparse
 import logging
-from typing import List, Optional
+import functools
+from typing import Callable, List, Optional
 
-from pass_fairseq.errors import fail
+from pass_fairseq.errors import exit_on_error, fail
 
 
 def quiet_fairseq_logging() -> None:
@@ -24,6 +25,16 @@ def parse_cli(parser: argparse.ArgumentParser, argv: Optional[List[str]]) -> arg
     quiet_fairseq_logging()
     parser.error = lambda message: fail(message)
     return parser.parse_args(argv)
+
+
+def one_line_errors(main: Callable[..., int]) -> Callable[..., int]:
+    """A tool's ``main`` whose library errors (:class:`~pass_fairseq.errors.PassError`) end
+    in the one-line message and exit 2, never a traceback."""
+    @functools.wraps(main)
+    def wrapped(*args, **kwargs):
+        with exit_on_error():
+            return main(*args, **kwargs)
+    return wrapped
 
 
 def parse_int_list(text: str, flag: str) -> List[int]:

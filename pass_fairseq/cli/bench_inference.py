@@ -33,9 +33,8 @@ from pass_fairseq.bench.timing import Timer, time_decoding
 from pass_fairseq.bench.variants import (CHECKPOINT_NAME, CHECKPOINT_NAME_RULE, load_models, module_heads, param_count,
                                          same_architecture, write_variants)
 from pass_fairseq.checkpoints import load_checkpoint
-from pass_fairseq.cli import parse_cli, parse_int_list
+from pass_fairseq.cli import one_line_errors, parse_cli, parse_int_list
 from pass_fairseq.errors import fail
-from pass_fairseq.pruning import PruningError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--also", metavar="NAME=GATED.pt", action="append", default=[],
                    help="another gated checkpoint of the same architecture (repeatable): its own pruned models at"
                         " each K and layout, labelled NAME, timed in the same run against the same unpruned model")
-    p.add_argument("--heads", default="48,32,16,8", help="K values of the pruned models (default 48,32,16,8)")
+    p.add_argument("--heads", default="48,32,16,8", dest="targets", help="K values of the pruned models (default 48,32,16,8)")
     p.add_argument("--layouts", default="topk,packed",
                    help="masks per K: topk (the checkpoint's largest log_alpha) and/or packed (default both)")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per model (default 5)")
@@ -80,9 +79,9 @@ def parse_options(args):
     if device.type == "cuda" and not torch.cuda.is_available():
         fail("--device cuda: no CUDA device is available")
     try:
-        ks = [int(k) for k in args.heads.split(",") if k.strip()]
+        targets = [int(k) for k in args.targets.split(",") if k.strip()]
     except ValueError:
-        fail(f"--heads {args.heads}: give comma-separated integers, e.g. 48,32,16,8")
+        fail(f"--heads {args.targets}: give comma-separated integers, e.g. 48,32,16,8")
     layouts = [x.strip() for x in args.layouts.split(",") if x.strip()]
     if not set(layouts) <= {"topk", "packed"} or not layouts:
         fail(f"--layouts {args.layouts}: give topk, packed or both")
@@ -95,33 +94,31 @@ def parse_options(args):
         sentences = sentences * len(batch_sizes)
     if len(sentences) != len(batch_sizes):
         fail(f"--sentences {args.sentences}: give one value, or one per --batch-size ({args.batch_size})")
-    return device, ks, layouts, list(zip(batch_sizes, sentences))
+    return device, targets, layouts, list(zip(batch_sizes, sentences))
 
 
+@one_line_errors
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_cli(build_parser(), argv)
-    device, ks, layouts, runs = parse_options(args)
+    device, targets, layouts, runs = parse_options(args)
     if args.threads:
         torch.set_num_threads(args.threads)
 
     state = load_checkpoint(args.checkpoint)
-    heads = module_heads(state)
-    if not heads:
+    num_heads = module_heads(state)
+    if not num_heads:
         fail("no gates in this checkpoint: give one trained with a gated architecture (transformer_pass*,"
              " transformer_lm_pass*)")
-    total = sum(heads.values())
-    for k in ks:
-        if not 1 <= k <= total:
-            fail(f"--heads: K={k} is out of range: the model has {total} heads, give 1..{total}")
+    total = sum(num_heads.values())
+    for target_heads in targets:
+        if not 1 <= target_heads <= total:
+            fail(f"--heads: K={target_heads} is out of range: the model has {total} heads, give 1..{total}")
     data = args.data or _cfg_get(state["cfg"]["task"], "data")
     if not has_split(data, args.subset):
         fail(f"no {args.subset} split in {data}: give the data-bin directory that has it with --data DIR")
     os.makedirs(args.work_dir, exist_ok=True)
     others = load_others(args, state)
-    try:
-        variants = write_variants(state, args.checkpoint, ks, layouts, args.work_dir, args.name, others)
-    except PruningError as e:
-        fail(str(e))
+    variants = write_variants(state, args.checkpoint, targets, layouts, args.work_dir, args.name, others)
     models, task = load_models(variants, data, device, args.beam)
     language_model = isinstance(task, LanguageModelingTask)
     prompt_len = args.prompt_len if language_model else 0
@@ -145,7 +142,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                {p: len(h) for p, h in v.kept.items()}, params=param_count(model),
                                file_bytes=os.path.getsize(v.path), **m)
                    for v, model, m in zip(variants, models, measured)]
-        summary = summarize(timings, heads, n_sent)
+        summary = summarize(timings, num_heads, n_sent)
         inputs = f"{n_sent} {prompt_len}-token prompts" if language_model else f"{n_sent} sentences"
         settings = (f"device {device.type}, threads {torch.get_num_threads()}, {inputs}, batch {batch_size},"
                     f" beam {args.beam}, {args.out_len}-token outputs, warm-up {args.warmup}, median of"
@@ -155,7 +152,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                  f"### Batch {batch_size}\n\nSettings: {settings}. Speed-ups are against the unpruned"
                                  " stock model (higher is faster); ideal = T_noattn + per-module unpruned attention"
                                  " time x kept/heads."))
-        parts.append(to_markdown(COST_COLUMNS, cost_model(timings, heads),
+        parts.append(to_markdown(COST_COLUMNS, cost_model(timings, num_heads),
                                  f"Cost model at batch {batch_size}: one call of an attention module (a decoding step"
                                  " for the decoder's, with its cache reordering; one per batch for the encoder's),"
                                  " fitted over the pruned models' active modules as fixed + per head x kept heads."))

@@ -18,7 +18,7 @@ from pass_fairseq.bench.tables import to_markdown, write_tables
 from pass_fairseq.bench.timing import Timer
 from pass_fairseq.bench.training import (COLUMNS, STOCK_FLAGS, build_trainer, pass_flags, summarize, time_updates,
                                          train_batches)
-from pass_fairseq.cli import parse_cli
+from pass_fairseq.cli import one_line_errors, parse_cli
 from pass_fairseq.errors import fail
 
 LABELS = ["stock (transformer_iwslt_de_en, adam)", "PASS (transformer_pass_iwslt, pass_adam)"]
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=128, help="embedding width (default 128)")
     p.add_argument("--ffn", type=int, default=512, help="feed-forward width (default 512)")
     p.add_argument("--layers", type=int, default=6, help="encoder layers and decoder layers (default 6)")
-    p.add_argument("--heads", type=int, default=4, help="attention heads per module (default 4)")
+    p.add_argument("--heads", type=int, default=4, dest="num_heads", help="attention heads per module (default 4)")
     p.add_argument("--post-norm", action="store_true", help="post-norm layers (default pre-norm)")
     p.add_argument("--max-tokens", type=int, default=4096, help="tokens per batch (default 4096)")
     p.add_argument("--updates", type=int, default=10, help="timed updates per repeat and model (default 10)")
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 def shared_flags(args) -> List[str]:
     """fairseq-train flags of both models: task, shape, regularisation, batches, device."""
     shape = [("embed-dim", args.width), ("ffn-embed-dim", args.ffn), ("layers", args.layers),
-             ("attention-heads", args.heads)]
+             ("attention-heads", args.num_heads)]
     flags = ["--task", "translation_pass", "--share-all-embeddings", "--dropout", "0.1", "--label-smoothing", "0.1",
              "--adam-betas", "(0.9,0.98)", "--lr", "5e-4", "--max-tokens", str(args.max_tokens),
              "--seed", str(args.seed), "--num-workers", "0"]
@@ -85,13 +85,13 @@ def check(args) -> None:
         fail("--fp16 needs --device cuda")
     if args.stock_no_flatten_grads and not args.fp16:
         fail("--stock-no-flatten-grads is an fp16 setting: add --fp16")
-    if min(args.updates, args.repeats, args.width, args.ffn, args.layers, args.heads, args.max_tokens) < 1 \
+    if min(args.updates, args.repeats, args.width, args.ffn, args.layers, args.num_heads, args.max_tokens) < 1 \
             or args.warmup < 0:
         fail("--updates, --repeats and the shape flags must be >= 1 and --warmup >= 0")
-    if args.width % args.heads:
-        fail(f"--width {args.width} is not a multiple of --heads {args.heads}")
-    if not 1 <= args.target_heads <= 3 * args.layers * args.heads:
-        fail(f"--target-heads {args.target_heads}: the model has {3 * args.layers * args.heads} heads")
+    if args.width % args.num_heads:
+        fail(f"--width {args.width} is not a multiple of --heads {args.num_heads}")
+    if not 1 <= args.target_heads <= 3 * args.layers * args.num_heads:
+        fail(f"--target-heads {args.target_heads}: the model has {3 * args.layers * args.num_heads} heads")
     if not has_split(args.data, "train"):
         fail(f"no train split in {args.data}: give a data-bin directory (e.g. python -m pass_fairseq.experiments.toy_task DEST"
              " writes DEST/data-bin)")
@@ -103,12 +103,13 @@ def settings_line(args, batch_tokens: float) -> str:
     if args.fp16:
         precision = f"fp16, {'both' if args.stock_no_flatten_grads else 'PASS'} with --fp16-no-flatten-grads"
     return (f"device {args.device}, threads {torch.get_num_threads()}, {precision}; {args.layers}+{args.layers}"
-            f" layers, {args.heads} heads, width {args.width} / ffn {args.ffn}, {'post' if args.post_norm else 'pre'}"
+            f" layers, {args.num_heads} heads, width {args.width} / ffn {args.ffn}, {'post' if args.post_norm else 'pre'}"
             f"-norm; PASS K={args.target_heads}{' with the concentrator' if args.concentrator else ''}; batches of"
             f" --max-tokens {args.max_tokens} ({batch_tokens:.0f} target tokens on average); warm-up {args.warmup}"
             f" updates, median of {args.repeats} interleaved repeats of {args.updates} updates per model")
 
 
+@one_line_errors
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_cli(build_parser(), argv)
     check(args)

@@ -11,8 +11,9 @@ import json
 import sys
 
 from pass_fairseq.checkpoints import load_checkpoint
-from pass_fairseq.cli import quiet_fairseq_logging
+from pass_fairseq.cli import one_line_errors, quiet_fairseq_logging
 from pass_fairseq.errors import fail
+from pass_fairseq.files import atomic_write
 from pass_fairseq.gate_report import gate_report, layer_grid
 
 
@@ -35,25 +36,27 @@ def plot(report, out_path):
     import matplotlib.pyplot as plt
 
     grid = layer_grid(report)
-    heads = max(len(m["gates"]) for m in report["modules"])
+    num_heads = max(len(m["gates"]) for m in report["modules"])
     labels = list(grid)
     layers = max(len(v) for v in grid.values())
     data = [[row[i] if i < len(row) else 0 for i in range(layers)] for row in grid.values()]
     fig, ax = plt.subplots(figsize=(1.0 + 0.7 * layers, 1.2 + 0.6 * len(labels)))
-    im = ax.imshow(data, cmap="Blues", vmin=0, vmax=heads, aspect="auto")
+    im = ax.imshow(data, cmap="Blues", vmin=0, vmax=num_heads, aspect="auto")
     for r, row in enumerate(data):
         for c, v in enumerate(row):
-            ax.text(c, r, str(v), ha="center", va="center", color="white" if v > heads / 2 else "black")
+            ax.text(c, r, str(v), ha="center", va="center", color="white" if v > num_heads / 2 else "black")
     ax.set_xticks(range(layers), [str(i) for i in range(layers)])
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("layer")
     ax.set_title(f"kept heads per module: {report['kept']} of {report['heads_total']}")
     fig.colorbar(im, ax=ax, label="kept heads")
     fig.tight_layout()
-    fig.savefig(out_path, dpi=120)
+    with atomic_write(out_path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
     plt.close(fig)
 
 
+@one_line_errors
 def main(argv=None):
     quiet_fairseq_logging()
     parser = argparse.ArgumentParser(prog="pass-inspect-gates", description=__doc__,
@@ -62,8 +65,9 @@ def main(argv=None):
     parser.add_argument("--json", action="store_true", help="print only one JSON object on stdout")
     parser.add_argument("--plot", metavar="PNG", help="also write a heat map of kept heads per layer")
     args = parser.parse_args(argv)
+    state = load_checkpoint(args.checkpoint)
     try:
-        report = gate_report(load_checkpoint(args.checkpoint)["model"])
+        report = gate_report(state["model"])
     except ValueError as e:
         fail(f"{args.checkpoint}: {e}")
     if args.plot:

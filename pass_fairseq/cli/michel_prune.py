@@ -14,7 +14,6 @@ seed gives the same batches, scores and masks.
 """
 import argparse
 import copy
-import json
 import os
 import sys
 from typing import List, Optional
@@ -22,8 +21,9 @@ from typing import List, Optional
 import torch
 
 from pass_fairseq.checkpoints import load_checkpoint, masked_checkpoint, save_atomic
-from pass_fairseq.cli import parse_cli
+from pass_fairseq.cli import one_line_errors, parse_cli
 from pass_fairseq.errors import fail
+from pass_fairseq.files import write_json
 from pass_fairseq.gates import CLIP_MAX, CLIP_MIN
 from pass_fairseq.michel import head_importance, iterative_masks, random_masks, split_kept
 from pass_fairseq.pruning import gate_only
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pass-michel-prune", description=__doc__.split("\n\n")[0])
     p.add_argument("data", help="data-bin directory of the checkpoint's language pair")
     p.add_argument("checkpoint", metavar="CKPT", help="a transformer (or transformer_pass) checkpoint")
-    p.add_argument("--heads", required=True, metavar="K[,K...]", help="head counts to keep, e.g. 8,16,32")
+    p.add_argument("--heads", required=True, metavar="K[,K...]", dest="targets", help="head counts to keep, e.g. 8,16,32")
     p.add_argument("--save-dir", required=True, metavar="DIR", help="where the checkpoints and the JSON go")
     p.add_argument("--random", action="store_true", help="K heads drawn at random (seeded) instead of Michel's")
     p.add_argument("--seed", type=int, default=1, help="batch order (and --random draw) seed (default 1)")
@@ -100,9 +100,10 @@ def held_in_batches(task, model, args) -> list:
     return batches
 
 
+@one_line_errors
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_cli(build_parser(), argv)
-    ks = parse_heads(args.heads)
+    targets = parse_heads(args.targets)
     if args.max_batches < 1 or args.max_tokens < 1 or not 0 < args.step_fraction <= 1:
         fail("--max-batches and --max-tokens must be >= 1 and --step-fraction in (0, 1]")
     if not os.path.isdir(args.save_dir):
@@ -129,7 +130,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     try:
         if args.random:
-            masks, order = random_masks(sum(sizes), ks, args.seed)
+            masks, order = random_masks(sum(sizes), targets, args.seed)
             record = {"order": order}
         else:
             criterion = LabelSmoothedCrossEntropyCriterion(task, sentence_avg=False,
@@ -144,17 +145,17 @@ def main(argv: Optional[List[str]] = None) -> int:
                 return head_importance(gates, loss, batches, mask.to(device))
 
             step = max(1, round(args.step_fraction * sum(sizes)))
-            masks, steps = iterative_masks(importance, sizes, ks, step)
+            masks, steps = iterative_masks(importance, sizes, targets, step)
             record = {"batches": len(batches), "step": step, "steps": steps}
     except ValueError as e:
         fail(str(e))
 
     written = []
-    for k, mask in sorted(masks.items()):
+    for target_heads, mask in sorted(masks.items()):
         with torch.no_grad():
             for gate, part in zip(gates, mask.split(sizes)):
                 gate.log_alpha.copy_(torch.where(part, CLIP_MAX, CLIP_MIN))
-        path = os.path.join(args.save_dir, f"{method}_k{k}.pt")
+        path = os.path.join(args.save_dir, f"{method}_k{target_heads}.pt")
         model_state = {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
         save_atomic(masked_checkpoint(state, model_state, model_args), path)
         written.append(path)
@@ -162,11 +163,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         "method": method, "checkpoint": os.path.abspath(args.checkpoint), "data": os.path.abspath(args.data),
         "subset": args.subset, "seed": args.seed, "max_tokens": args.max_tokens,
         "label_smoothing": args.label_smoothing, "modules": dict(zip(names, sizes)), **record,
-        "masks": {str(k): dict(zip(names, split_kept(m, sizes))) for k, m in sorted(masks.items())},
+        "masks": {str(target_heads): dict(zip(names, split_kept(m, sizes))) for target_heads, m in sorted(masks.items())},
     }
     json_path = os.path.join(args.save_dir, f"{method}.json")
-    with open(json_path, "w") as f:
-        json.dump(summary, f, indent=1)
+    write_json(json_path, summary, indent=1)
     print(f"pass_fairseq: wrote {', '.join(written)} and {json_path}", file=sys.stderr)
     return 0
 

@@ -14,7 +14,7 @@ import torch
 
 from pass_fairseq.bench.step_profile import KIND_LABELS, StepSetup, fit_rows, profile_kind
 from pass_fairseq.bench.tables import to_markdown, write_tables
-from pass_fairseq.cli import parse_cli, parse_int_list
+from pass_fairseq.cli import one_line_errors, parse_cli, parse_int_list
 from pass_fairseq.errors import fail
 
 COLUMNS = [("kind", "module kind"), ("module", "module"), ("heads", "heads"), ("us_per_call", "us per call"),
@@ -32,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             " modules of 1 ... heads heads, side by side.")
     p.add_argument("--embed-dim", type=int, default=defaults.embed_dim,
                    help=f"model width (default {defaults.embed_dim}, the demo's)")
-    p.add_argument("--heads", type=int, default=defaults.heads,
-                   help=f"heads of the stock module (default {defaults.heads})")
+    p.add_argument("--heads", type=int, default=defaults.num_heads, dest="num_heads",
+                   help=f"heads of the stock module (default {defaults.num_heads})")
     p.add_argument("--batch-size", default="64,1",
                    help="sentences per batch, comma-separated: one table each (default 64,1)")
     p.add_argument("--beam", type=int, default=defaults.beam, help=f"beam size (default {defaults.beam})")
@@ -49,22 +49,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@one_line_errors
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_cli(build_parser(), argv)
     batches = parse_int_list(args.batch_size, "--batch-size")
-    if min(args.embed_dim, args.heads, args.beam, args.src_len, args.steps, args.repeats) < 1 or args.warmup < 0:
+    if min(args.embed_dim, args.num_heads, args.beam, args.src_len, args.steps, args.repeats) < 1 or args.warmup < 0:
         fail("--embed-dim, --heads, --beam, --src-len, --steps and --repeats must be >= 1 and --warmup >= 0")
     if args.threads is not None and args.threads < 1:
         fail(f"--threads {args.threads}: give 1 or more")
-    if args.embed_dim % args.heads:
-        fail(f"--embed-dim {args.embed_dim} is not a multiple of --heads {args.heads}")
+    if args.embed_dim % args.num_heads:
+        fail(f"--embed-dim {args.embed_dim} is not a multiple of --heads {args.num_heads}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     parts, all_rows = [], []
     for batch in batches:
-        setup = StepSetup(args.embed_dim, args.heads, batch, args.beam, args.src_len, args.steps)
+        setup = StepSetup(args.embed_dim, args.num_heads, batch, args.beam, args.src_len, args.steps)
         rows = [row for kind in KIND_LABELS for row in profile_kind(kind, setup, args.warmup, args.repeats)]
-        intro = (f"Settings: cpu, threads {torch.get_num_threads()}, width {args.embed_dim}, {args.heads} heads;"
+        intro = (f"Settings: cpu, threads {torch.get_num_threads()}, width {args.embed_dim}, {args.num_heads} heads;"
                  f" batch {batch}, beam {args.beam}, source {args.src_len} tokens, {args.steps} decoding steps;"
                  f" warm-up {args.warmup}, median of {args.repeats} interleaved repeats. A decoder call is one"
                  " decoding step with its beam reordering (averaged over the steps); an encoder call is one"

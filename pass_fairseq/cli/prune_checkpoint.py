@@ -6,10 +6,9 @@ import sys
 from typing import List, Optional
 
 from pass_fairseq.checkpoints import convert, load_checkpoint, save_atomic
-from pass_fairseq.cli import parse_cli
+from pass_fairseq.cli import one_line_errors, parse_cli
 from pass_fairseq.errors import fail
 from pass_fairseq.gates import GATE_KEY
-from pass_fairseq.pruning import PruningError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="IN.pt", help="checkpoint trained with a transformer_pass architecture")
     p.add_argument("output", metavar="OUT.pt", help="where to write the result (never IN)")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--heads", type=int, metavar="K",
+    which.add_argument("--heads", type=int, metavar="K", dest="target_heads",
                        help="keep the K heads with the largest log_alpha (ties: module order, then head)")
     which.add_argument("--threshold", type=float, metavar="T", help="keep the heads whose eval gate z > T")
     p.add_argument("--format", choices=["pruned", "stock"], default="pruned",
@@ -29,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@one_line_errors
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_cli(build_parser(), argv)
     if os.path.exists(args.output) and os.path.exists(args.input) and os.path.samefile(args.input, args.output) \
@@ -37,10 +37,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
         fail(f"{args.output}: its directory does not exist")
     state = load_checkpoint(args.input)
-    try:
-        new = convert(state, heads=args.heads, threshold=args.threshold, fmt=args.format)
-    except PruningError as e:
-        fail(str(e))
+    new = convert(state, target_heads=args.target_heads, threshold=args.threshold, fmt=args.format)
     save_atomic(new, args.output)
     kept = new["pass_pruned_heads"]
     total = sum(len(v) for v in kept.values())

@@ -23,7 +23,7 @@ import os
 import sys
 from typing import List, Optional
 
-from pass_fairseq.cli import parse_cli
+from pass_fairseq.cli import one_line_errors, parse_cli
 from pass_fairseq.errors import fail
 from pass_fairseq.experiments.jobs import JobError
 from pass_fairseq.experiments.results_table import plot, write_table
@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@one_line_errors
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_cli(build_parser(), argv)
     if not os.path.isfile(args.config):

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from typing import List, Optional, Tuple
 
-from pass_fairseq.cli import parse_cli
+from pass_fairseq.cli import one_line_errors, parse_cli
 from pass_fairseq.distributed import OWNED_FLAGS, check_fairseq_args, torchrun_command, worker_env
 from pass_fairseq.errors import fail
 
@@ -37,6 +37,7 @@ def split_argv(argv: List[str]) -> Tuple[List[str], List[str]]:
     return argv[:i], argv[i + 1:]
 
 
+@one_line_errors
 def main(argv: Optional[List[str]] = None) -> int:
     own, fairseq_args = split_argv(list(sys.argv[1:] if argv is None else argv))
     args = parse_cli(build_parser(), own)

@@ -9,10 +9,11 @@ the criterion's own config). ``pass_label_smoothed_cross_entropy`` (translation)
     R_voita = l0_penalty * sum_i (1 - q0_i)
     R = 0                                                                (dsp, ste, fixed)
 
-lambda = pass_lambda_init * pass_lambda_factor ** k (:meth:`PassRegularizerMixin.lambda_at`),
-where k counts the epoch starts at which the gates were off target (``--pass-lambda-rule``);
-k is a model buffer (``pass_lambda_steps``) so it survives resume. The tensor logic is in :mod:`pass_fairseq.losses`, the gate counts in
-:func:`pass_fairseq.gates.count_gates`.
+lambda = pass_lambda_init * pass_lambda_factor ** lambda_steps
+(:meth:`PassRegularizerMixin.lambda_at`), where lambda_steps counts the epoch starts at which
+the gates were off target (``--pass-lambda-rule``); it is a model buffer
+(``pass_lambda_steps``) so it survives resume. The tensor logic is in
+:mod:`pass_fairseq.losses`, the gate counts in :func:`pass_fairseq.gates.count_gates`.
 
 Scaling: the reference adds R once to a batch's summed loss, and fairseq divides
 gradients by the update's sample size. A regulariser added per micro-batch would count
@@ -41,8 +42,8 @@ from fairseq.logging import metrics
 from omegaconf import II
 
 from pass_fairseq import losses
-from pass_fairseq.errors import fail
-from pass_fairseq.flag_checks import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, FlagError, check_flags
+from pass_fairseq.errors import exit_on_error, fail
+from pass_fairseq.flag_checks import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, check_flags
 from pass_fairseq.methods import METHOD_NAMES, method
 from pass_fairseq.models.gating import gate_counts, gated_attentions, schedule_state
 from pass_fairseq.presets import preset_value
@@ -92,7 +93,7 @@ class PassRegularizerConfig(FairseqDataclass):
     pass_conc_start_epoch: int = field(
         default=1, metadata={"help": "first epoch with the concentrator on; in a short fine-tune without"
                                      " reopening start it after PASS alone reaches the target (with all gates"
-                                     " open it can close whole modules for good; see the README's demo)"})
+                                     " open it can close whole modules for good; see docs/demo.md)"})
     pass_conc_end_epoch: Optional[int] = field(
         default=None, metadata={"help": "last epoch with the concentrator on (default: half of --max-epoch,"
                                         " so PASS alone settles the count afterwards; to the end without"
@@ -122,7 +123,7 @@ class PassRegularizerMixin:
                  " only those tasks run the gate schedule")
         if method(cfg.pass_method).needs_target and cfg.pass_target_heads is None:
             fail(f"--pass-target-heads K is required with --pass-method {cfg.pass_method}")
-        try:
+        with exit_on_error():
             check_flags({"--pass-target-heads": (cfg.pass_target_heads, AT_LEAST_ONE),
                          "--pass-lambda-init": (cfg.pass_lambda_init, POSITIVE),
                          "--pass-lambda-factor": (cfg.pass_lambda_factor, AT_LEAST_ONE),
@@ -131,8 +132,6 @@ class PassRegularizerMixin:
                          "--pass-conc-weight-cap": (cfg.pass_conc_weight_cap, POSITIVE),
                          "--pass-conc-start-epoch": (cfg.pass_conc_start_epoch, AT_LEAST_ONE),
                          "--pass-conc-end-epoch": (cfg.pass_conc_end_epoch, AT_LEAST_ONE)})
-        except FlagError as e:
-            fail(str(e))
         self.method = str(cfg.pass_method)
         self.target_heads = cfg.pass_target_heads
         self.lambda_init, self.lambda_factor = cfg.pass_lambda_init, cfg.pass_lambda_factor

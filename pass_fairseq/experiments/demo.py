@@ -41,7 +41,7 @@ from pass_fairseq.experiments.recipes import (HEADS_TOTAL, Finetune, PassSchedul
                                                pass_method_flags)
 from pass_fairseq.experiments.shards import build_shards
 from pass_fairseq.experiments.train_logs import last_update
-from pass_fairseq.files import write_json
+from pass_fairseq.files import atomic_write, write_json
 from pass_fairseq.gate_report import MODULE_KINDS, kept_heads
 
 #: the repository root: scripts/prepare_deb_de_en.sh and the default data/ folders are under it
@@ -173,7 +173,7 @@ def control_command(args, data, base_ckpt):
 def pass_command(args, data, base_ckpt):
     schedule = PassSchedule(lambda_init=args.lambda_init, lambda_factor=args.lambda_factor, gate_lr=args.gate_lr,
                             clip=args.clip, reopen_until_epoch=args.reopen_until_epoch)
-    flags = pass_method_flags(args.heads, schedule, conc_epochs=args.conc_epochs if args.concentrator else None)
+    flags = pass_method_flags(args.target_heads, schedule, conc_epochs=args.conc_epochs if args.concentrator else None)
     return finetune_command(data, base_ckpt, args.pass_dir, finetune_budget(args), args.seed, gated=True,
                             method_flags=flags)
 
@@ -222,7 +222,7 @@ def stage_pass(args, info, base):
     info.update(train_seconds=time.time() - start, log=log_path)
     best = os.path.join(args.pass_dir, "checkpoint_best.pt")
     if not os.path.isfile(best):
-        raise JobError(f"the PASS fine-tune never validated with exactly {args.heads} binary gates (no "
+        raise JobError(f"the PASS fine-tune never validated with exactly {args.target_heads} binary gates (no "
                        f"{rel(best)}): train longer (--epochs) or raise --lambda-init;"
                        f" log: {rel(log_path)}")
     info["checkpoint"] = best
@@ -232,7 +232,7 @@ def stage_pass(args, info, base):
 def stage_pass_eval(args, info, pruned):
     pruned_ckpt = os.path.join(args.pass_dir, "pruned.pt")
     start = time.time()
-    check(run([tool("pass-prune-checkpoint"), pruned["checkpoint"], pruned_ckpt, "--heads", str(args.heads)]),
+    check(run([tool("pass-prune-checkpoint"), pruned["checkpoint"], pruned_ckpt, "--heads", str(args.target_heads)]),
           "removing the pruned heads (pass-prune-checkpoint)")
     info["convert_seconds"] = time.time() - start
     info["checkpoint"] = pruned_ckpt
@@ -256,9 +256,9 @@ def stage_gates(args, info, tuned):
     print(f"gates: {report['kept']} of {report['heads_total']} heads kept ({report['open']} open,"
           f" {report['closed']} closed, {report['nonbinary']} non-binary), {report['modules_active']}"
           f" of {report['modules_total']} attention modules active; picture: {rel(png)}")
-    if report["kept"] != args.heads or report["nonbinary"]:
+    if report["kept"] != args.target_heads or report["nonbinary"]:
         raise JobError(f"the selected checkpoint keeps {report['kept']} heads with {report['nonbinary']}"
-                       f" non-binary gates, not exactly {args.heads}")
+                       f" non-binary gates, not exactly {args.target_heads}")
 
 
 # ---- report ---------------------------------------------------------------------------
@@ -300,7 +300,7 @@ def build_report(args, stages, times, total):
     method = "PASSCONC" if args.concentrator else "PASS"
     c = corpus.get("counts", {})
     lines = [
-        f"# PASS demo: {method}, K = {args.heads} of {HEADS_TOTAL} heads",
+        f"# PASS demo: {method}, K = {args.target_heads} of {HEADS_TOTAL} heads",
         "",
         f"Corpus: offline Debian de-en ({c.get('train', '?')} train / {c.get('valid', '?')} valid /"
         f" {c.get('test', '?')} test pairs). Model: transformer_iwslt_de_en topology (6+6 layers,"
@@ -368,7 +368,8 @@ def build_report(args, stages, times, total):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--heads", type=int, default=24, metavar="K", help="heads to keep, of 72 (default 24)")
+    p.add_argument("--heads", type=int, default=24, metavar="K", dest="target_heads",
+                   help="heads to keep, of 72 (default 24)")
     p.add_argument("--concentrator", action="store_true", help="PASSCONC: pack the kept heads into few modules")
     p.add_argument("--conc-epochs", default=CONC_EPOCHS, metavar="A-B",
                    help="with --concentrator: the epochs it is on, first-last (default %(default)s: after PASS"
@@ -400,7 +401,7 @@ def parse_args(argv=None):
     p.add_argument("--base-updates", type=int, default=2400, help="updates of the base training (default 2400)")
     p.add_argument("--eval-batch-size", type=int, default=128, help="fairseq-generate --batch-size (default 128)")
     args = p.parse_args(argv)
-    if not 1 <= args.heads <= HEADS_TOTAL:
+    if not 1 <= args.target_heads <= HEADS_TOTAL:
         p.error(f"--heads must be between 1 and {HEADS_TOTAL}")
     if args.epochs < 1 or args.shards < 1:
         p.error("--epochs and --shards must be at least 1")
@@ -412,7 +413,7 @@ def parse_args(argv=None):
     except ValueError:
         p.error(f"--conc-epochs {text}: give two epochs FIRST-LAST with FIRST <= LAST, e.g. 3-5")
     args.base_dir = os.path.join(args.workdir, "base")
-    args.pass_dir = os.path.join(args.workdir, f"pass{'conc' if args.concentrator else ''}-k{args.heads}")
+    args.pass_dir = os.path.join(args.workdir, f"pass{'conc' if args.concentrator else ''}-k{args.target_heads}")
     args.control_dir = os.path.join(args.workdir, "control")
     return args
 
@@ -454,7 +455,7 @@ def main(argv=None):
     print(f"\n=== demo stage {len(STAGES)}/{len(STAGES)}: report ===", flush=True)
     text = build_report(args, stages, times, time.time() - t0)
     path = os.path.join(args.workdir, "report.md")
-    with open(path, "w", encoding="utf-8") as f:
+    with atomic_write(path) as f:
         f.write(text)
     write_json(os.path.join(args.workdir, "report.json"),
                {"args": {k: v for k, v in vars(args).items()}, "times": times, "stages": stages})

@@ -11,6 +11,7 @@ from typing import Dict, List, Tuple
 
 import pass_fairseq
 from pass_fairseq.experiments.jobs import JobError, check, run, tool
+from pass_fairseq.files import atomic_write
 
 
 
@@ -75,7 +76,7 @@ def score(hyps: Dict[int, str], raw_dir: str, out_dir: str, split: str = "test")
                        f" ({raw_dir}/{split}.en): they must be sentences 0..{len(refs) - 1}, one each")
     ordered = [hyps[i] for i in range(len(refs))]
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, f"hyp.{split}.en"), "w", encoding="utf-8") as f:
+    with atomic_write(os.path.join(out_dir, f"hyp.{split}.en")) as f:
         f.writelines(h + "\n" for h in ordered)
     bleu = sacrebleu.BLEU()
     result = {"sacrebleu": round(bleu.corpus_score(ordered, [refs]).score, 2),

@@ -28,7 +28,7 @@ GATED_MODEL = ("--arch", "transformer_pass_iwslt", "--criterion", "pass_label_sm
 def width_flags(embed_dim: int = 128, ffn_embed_dim: int = 512) -> List[str]:
     """The base model's topology: transformer_iwslt_de_en (6+6 layers, 4 heads, so 18
     attention modules and 72 heads at any width), pre-norm (much faster to train than
-    post-norm at this scale, ../shared/docs/cpu-budget.md), at this width (a sweep config's
+    post-norm at this scale, measured on 2 CPU cores), at this width (a sweep config's
     ``"model"``; the demo's and the default: 128 / ffn 512; the stock architecture's own: 512 /
     ffn 1024)."""
     return ["--encoder-embed-dim", str(embed_dim), "--decoder-embed-dim", str(embed_dim),

@@ -27,6 +27,8 @@ import statistics
 from collections import defaultdict
 from typing import Dict, List, Optional
 
+from pass_fairseq.files import atomic_write
+
 #: the rows drawn as horizontal lines (no pruning) rather than as a curve over K
 CONTROLS = ("base", "control")
 #: what comparison.md measures every method against: PASS, and the equal-budget control
@@ -77,9 +79,9 @@ def summary_rows(rows: List[dict]) -> List[dict]:
     for r in rows:
         groups[(r["label"], r["heads"])].append(r)
     out = []
-    for (label, heads), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    for (label, target_heads), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         out.append({
-            "method": label, "K": heads, "seeds": len(rs),
+            "method": label, "K": target_heads, "seeds": len(rs),
             "heads kept": "/".join(sorted({str(r["kept_heads"]) for r in rs})),
             "modules active": "/".join(sorted({str(r["modules_active"]) for r in rs})),
             "on target": "/".join(sorted({str(r["on_target"]) for r in rs if r["on_target"] != ""})) or "-",
@@ -169,15 +171,15 @@ def comparison_rows(runs: List[dict]) -> List[dict]:
     reference, control = COMPARED_WITH
     control_scores = next((v for (method, _), v in scores.items() if method == control), None)
     out = []
-    for heads in sorted({k for (method, k) in scores if method not in CONTROLS}):
-        pass_scores = scores.get((reference, heads))
-        methods = sorted((m for (m, k) in scores if k == heads and m not in CONTROLS),
-                         key=lambda m: -statistics.mean(scores[m, heads]["test"] or [-math.inf]))
+    for target_heads in sorted({k for (method, k) in scores if method not in CONTROLS}):
+        pass_scores = scores.get((reference, target_heads))
+        methods = sorted((m for (m, k) in scores if k == target_heads and m not in CONTROLS),
+                         key=lambda m: -statistics.mean(scores[m, target_heads]["test"] or [-math.inf]))
         for method in methods:
-            own, per_kind = scores[method, heads], kinds.get((method, heads))
+            own, per_kind = scores[method, target_heads], kinds.get((method, target_heads))
             versus_pass = method != reference and pass_scores
             out.append({
-                "K": heads, "method": labels[method], "seeds": len(own["test"]), "test BLEU": _mean_spread(own["test"]),
+                "K": target_heads, "method": labels[method], "seeds": len(own["test"]), "test BLEU": _mean_spread(own["test"]),
                 "test - pass": seed_difference(own["test"], pass_scores["test"]) if versus_pass else "-",
                 "valid - pass": seed_difference(own["valid"], pass_scores["valid"]) if versus_pass else "-",
                 "test - control": seed_difference(own["test"], control_scores["test"]) if control_scores else "-",
@@ -214,19 +216,19 @@ def write_table(results_dir: str) -> List[dict]:
     there are tuning runs) and comparison.md from the run files; returns the CSV rows."""
     runs = load_runs(results_dir)
     rows = [flat_row(r) for r in runs]
-    with open(os.path.join(results_dir, "table.csv"), "w", newline="", encoding="utf-8") as f:
+    with atomic_write(os.path.join(results_dir, "table.csv"), newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         writer.writeheader()
         writer.writerows(rows)
-    with open(os.path.join(results_dir, "table.md"), "w", encoding="utf-8") as f:
+    with atomic_write(os.path.join(results_dir, "table.md")) as f:
         f.write(markdown(summary_rows([r for r in rows if not r["tuning"]])))
     tuning = os.path.join(results_dir, "tuning.md")
     if any(r.get("tuning") for r in runs):
-        with open(tuning, "w", encoding="utf-8") as f:
+        with atomic_write(tuning) as f:
             f.write(markdown(tuning_rows(runs)))
     elif os.path.isfile(tuning):  # a config without tries has no tuning table
         os.remove(tuning)
-    with open(os.path.join(results_dir, "comparison.md"), "w", encoding="utf-8") as f:
+    with atomic_write(os.path.join(results_dir, "comparison.md")) as f:
         f.write(markdown(comparison_rows(runs)))
     return rows
 
@@ -248,12 +250,12 @@ def plot(results_dir: str, rows: Optional[List[dict]] = None) -> List[str]:
     styles = method_styles(plt, by_label)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, points in sorted(by_label.items()):
-        ks = sorted(points)
-        means = [statistics.mean(points[k]) for k in ks]
+        targets = sorted(points)
+        means = [statistics.mean(points[k]) for k in targets]
         if label in CONTROLS:
             ax.axhline(means[0], label=label, **styles[label])
             continue
-        ax.plot(ks, means, label=label, **styles[label])
+        ax.plot(targets, means, label=label, **styles[label])
     written.append(_finish(plt, fig, ax, "heads kept (K)", "test BLEU against K",
                            os.path.join(results_dir, "bleu_vs_k.png")))
 
@@ -294,8 +296,8 @@ def method_styles(plt, labels) -> Dict[str, dict]:
     return styles
 
 
-def _finetune_curves(plt, csv_path: str, path: str, styles: Dict[str, dict], heads: int = 16) -> str:
-    """Over the fine-tune's updates, for the first seed of every method at ``heads`` (and the
+def _finetune_curves(plt, csv_path: str, path: str, styles: Dict[str, dict], target_heads: int = 16) -> str:
+    """Over the fine-tune's updates, for the first seed of every method at ``target_heads`` (and the
     control): the open heads of the methods whose count moves (left; the others hold exactly
     K throughout) and the training NLL (right); ``styles``: :func:`method_styles`."""
     curves: Dict[tuple, List[dict]] = defaultdict(list)  # (label, run) -> its rows
@@ -303,7 +305,7 @@ def _finetune_curves(plt, csv_path: str, path: str, styles: Dict[str, dict], hea
         rows = list(csv.DictReader(f))
     seeds = first_seeds(rows)
     for r in rows:
-        if (int(r["heads"]) == heads or r["method"] in CONTROLS) and int(r["seed"]) == seeds[r["method"], int(r["heads"])]:
+        if (int(r["heads"]) == target_heads or r["method"] in CONTROLS) and int(r["seed"]) == seeds[r["method"], int(r["heads"])]:
             curves[r["label"], r["run"]].append(r)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for (label, _), points in sorted(curves.items()):
@@ -314,16 +316,17 @@ def _finetune_curves(plt, csv_path: str, path: str, styles: Dict[str, dict], hea
         if opened and len(set(opened)) > 1:
             left.plot(updates, opened, label=label, **style)
         right.plot(updates, [float(p["nll_loss"]) for p in points], label=label, **style)
-    left.axhline(heads, color="gray", linewidth=0.8)
+    left.axhline(target_heads, color="gray", linewidth=0.8)
     left.set_ylabel("open heads (mean over the log interval)")
-    left.set_title(f"open heads while fine-tuning to K = {heads}", fontsize=9)
+    left.set_title(f"open heads while fine-tuning to K = {target_heads}", fontsize=9)
     right.set_ylabel("training NLL (mean over the log interval)")
-    right.set_title(f"training NLL at K = {heads}, and the equal-budget control", fontsize=9)
+    right.set_title(f"training NLL at K = {target_heads}, and the equal-budget control", fontsize=9)
     for ax in (left, right):
         ax.set_xlabel("fine-tune updates")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
     plt.close(fig)
     return path
 
@@ -339,7 +342,8 @@ def _base_curve(plt, csv_path: str, path: str) -> str:
     ax.set_yscale("log")
     ax.set_title("the sweep's base: validation perplexity")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
     plt.close(fig)
     return path
 
@@ -351,7 +355,8 @@ def _finish(plt, fig, ax, xlabel: str, title: str, path: str) -> str:
     ax.legend(fontsize=8)
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
     plt.close(fig)
     return path
 
@@ -381,6 +386,7 @@ def _gate_maps(plt, grids, path: str, columns: int = 4) -> str:
         kept = [len(m["kept"]) for m in modules]
         ax.set_title(f"{label}: {sum(kept)} heads, {sum(1 for k in kept if k)} modules", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
     plt.close(fig)
     return path

@@ -30,6 +30,7 @@ from typing import Dict, List, Optional
 
 from pass_fairseq.bench.variants import pruned_label
 from pass_fairseq.checkpoints import load_checkpoint
+from pass_fairseq.errors import PassError
 from pass_fairseq.experiments import evaluation
 from pass_fairseq.experiments.jobs import JobError, check, run, tool
 from pass_fairseq.experiments.recipes import HEADS_TOTAL, MODULES_TOTAL
@@ -110,7 +111,7 @@ def write_finetune_curves(sweep: Sweep) -> str:
         stock = {key: "" for key in CURVE_KEYS[1:]}  # a stock run's log has no gate counts
         curve = train_curve(text, CURVE_KEYS) or [(n, dict(v, **stock)) for n, v in train_curve(text, CURVE_KEYS[:1])]
         rows[spec.name] = [dict(values, run=spec.name, method=spec.method, label=spec.label or spec.method,
-                                heads=spec.heads, seed=spec.seed, updates=n) for n, values in curve]
+                                heads=spec.target_heads, seed=spec.seed, updates=n) for n, values in curve]
     with atomic_write(path, newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FINETUNE_CURVE_FIELDS)
         writer.writeheader()
@@ -119,15 +120,15 @@ def write_finetune_curves(sweep: Sweep) -> str:
     return path
 
 
-def gate_summary(checkpoint: str, heads: Optional[int]) -> dict:
+def gate_summary(checkpoint: str, target_heads: Optional[int]) -> dict:
     """Counts of the selected (gated) checkpoint and whether it is on target."""
     report = gate_report(load_checkpoint(checkpoint)["model"])
-    on_target = report["nonbinary"] == 0 and (heads is None or report["open"] == heads)
+    on_target = report["nonbinary"] == 0 and (target_heads is None or report["open"] == target_heads)
     keys = ("open", "closed", "nonbinary", "kept", "modules_active", "modules_total")
     return dict({k: report[k] for k in keys}, on_target=on_target, modules=report["modules"])
 
 
-def bench_ratios(sweep: Sweep, checkpoints: Dict[str, str], heads: int, work: str,
+def bench_ratios(sweep: Sweep, checkpoints: Dict[str, str], target_heads: int, work: str,
                  tables: Optional[str] = None) -> Dict[str, dict]:
     """Run name -> speed-up over the unpruned model, time over the per-module ideal and the
     repeat spread of its K-head model (each gated checkpoint with its own top-K mask), from
@@ -138,7 +139,7 @@ def bench_ratios(sweep: Sweep, checkpoints: Dict[str, str], heads: int, work: st
     tables = tables or os.path.join(work, "bench")
     (first, gated), *others = checkpoints.items()
     cmd = [tool("pass-bench-inference"), gated, "--name", first, *[f"--also={n}={c}" for n, c in others],
-           "--data", sweep.data_bin, "--heads", str(heads), "--layouts", "topk",
+           "--data", sweep.data_bin, "--heads", str(target_heads), "--layouts", "topk",
            "--sentences", str(b.get("sentences", 192)), "--repeats", str(b.get("repeats", 3)),
            "--threads", str(b.get("threads", 1)), "--work-dir", work,
            "--markdown", f"{tables}.md", "--csv", f"{tables}.csv"]
@@ -149,9 +150,9 @@ def bench_ratios(sweep: Sweep, checkpoints: Dict[str, str], heads: int, work: st
         rows = {r["model"]: r for r in csv.DictReader(f)}
     ratios = {}
     for name in checkpoints:
-        row = rows.get(pruned_label(heads, "topk", name))
+        row = rows.get(pruned_label(target_heads, "topk", name))
         if row is None:
-            raise JobError(f"{tables}.csv has no row {pruned_label(heads, 'topk', name)!r}; see {log}")
+            raise JobError(f"{tables}.csv has no row {pruned_label(target_heads, 'topk', name)!r}; see {log}")
         ratios[name] = {key: float(row[key]) for key in ("speedup", "time_over_ideal", "attn_speedup", "spread")}
     return ratios
 
@@ -165,14 +166,14 @@ def prepare_mask(sweep: Sweep, spec: RunSpec) -> str:
     existing mask folder without this K is an error (it would be remade and change the masks
     that finished runs started from)."""
     out_dir = os.path.join(sweep.workdir, "masks", f"{spec.prepare}-s{spec.seed}")
-    path = os.path.join(out_dir, f"{spec.prepare}_k{spec.heads}.pt")
+    path = os.path.join(out_dir, f"{spec.prepare}_k{spec.target_heads}.pt")
     if not os.path.isfile(path):
         if os.path.isdir(out_dir) and os.listdir(out_dir):
-            raise JobError(f"{spec.name}: {out_dir} holds masks made without K = {spec.heads}; move it away to make "
+            raise JobError(f"{spec.name}: {out_dir} holds masks made without K = {spec.target_heads}; move it away to make "
                            f"them all again (the runs that started from them then need --redo)")
-        ks = sorted({r.heads for r in sweep.all_runs() if r.prepare == spec.prepare}, reverse=True)
+        targets = sorted({r.target_heads for r in sweep.all_runs() if r.prepare == spec.prepare}, reverse=True)
         os.makedirs(out_dir, exist_ok=True)
-        cmd = [tool("pass-michel-prune"), sweep.data_bin, sweep.base_checkpoint, "--heads", ",".join(map(str, ks)),
+        cmd = [tool("pass-michel-prune"), sweep.data_bin, sweep.base_checkpoint, "--heads", ",".join(map(str, targets)),
                "--save-dir", out_dir, "--seed", str(spec.seed),
                "--max-batches", str(sweep.finetune.get("michel_batches", 100))]
         if spec.prepare == "random":
@@ -211,7 +212,7 @@ def fine_tune(sweep: Sweep, spec: RunSpec, data: str, work: str, result: dict) -
 def run_one(sweep: Sweep, spec: RunSpec, data: str) -> dict:
     """Fine-tune, select, prune, score and time one run; returns its result (also written)."""
     work = sweep.run_dir(spec)
-    result = {"method": spec.method, "label": spec.label or spec.method, "heads": spec.heads, "seed": spec.seed,
+    result = {"method": spec.method, "label": spec.label or spec.method, "heads": spec.target_heads, "seed": spec.seed,
               "try": spec.try_name, "tuning": spec.tuning, "tuning_method": spec.tuning_method,
               "choose": spec.choose if spec.tries else None, "try_flags": spec.tries.get(spec.try_name, [])}
     if spec.train:
@@ -221,14 +222,14 @@ def run_one(sweep: Sweep, spec: RunSpec, data: str) -> dict:
         result.update(selected=os.path.basename(selected) if spec.prepare else "base",
                       updates=checkpoint_updates(selected), finetune_seconds=0.0)
     if spec.arch == "gated":
-        gates = gate_summary(selected, spec.heads)
+        gates = gate_summary(selected, spec.target_heads)
         result["gates"] = gates
         result["on_target"] = gates["on_target"]
         result["own_kept"] = gates["kept"]  # what the method keeps by itself (z > 0.5)
     timed = sweep.bench is not None
     if spec.prune:
         result.update(prune_and_score(sweep, spec, selected, spec.prune, work))
-        result["bench"] = bench_ratios(sweep, {spec.name: selected}, spec.heads, os.path.join(work, "bench"))[
+        result["bench"] = bench_ratios(sweep, {spec.name: selected}, spec.target_heads, os.path.join(work, "bench"))[
             spec.name] if timed else {}
     else:
         result.update(score(sweep, selected, work), kept_heads=HEADS_TOTAL, modules_active=MODULES_TOTAL)
@@ -244,7 +245,7 @@ def prune_and_score(sweep: Sweep, spec: RunSpec, selected: str, how: str, work: 
     that non-binary gates are allowed) and score the pruned model."""
     os.makedirs(work, exist_ok=True)
     pruned = os.path.join(work, "pruned.pt")
-    which = ["--heads", str(spec.heads)] if how == "heads" else ["--threshold", str(KEPT_THRESHOLD)]
+    which = ["--heads", str(spec.target_heads)] if how == "heads" else ["--threshold", str(KEPT_THRESHOLD)]
     cmd = [tool("pass-prune-checkpoint"), selected, pruned, *which]
     check(run(cmd, show=False), f"{spec.name}: pass-prune-checkpoint")
     kept = load_checkpoint(pruned)["pass_pruned_heads"]
@@ -304,7 +305,7 @@ def _run_and_record(sweep: Sweep, spec: RunSpec, data: str) -> bool:
             if spec is None:
                 return False
         result = reuse_tuning_run(sweep, spec) or run_one(sweep, spec, data)
-    except JobError as e:
+    except (JobError, PassError) as e:
         print(f"sweep: {spec.name} failed: {e}", file=sys.stderr, flush=True)
         return False
     write_json(sweep.result_path(spec), result, indent=1)
@@ -341,12 +342,12 @@ def rebench(sweep: Sweep, only: Optional[List[str]] = None) -> int:
         if not result.get("bench"):
             write_json(sweep.result_path(spec), dict(result, bench=dict(UNPRUNED_BENCH)), indent=1)
     timed = 0
-    for k in sorted({s.heads for s in chosen if s.prune}):
-        runs = [s for s in finished if s.prune and s.heads == k]
+    for target_heads in sorted({s.target_heads for s in chosen if s.prune}):
+        runs = [s for s in finished if s.prune and s.target_heads == target_heads]
         checkpoints = {s.name: scored_checkpoint(sweep, s, sweep.result(s)) for s in runs}
-        print(f"sweep: timing {len(runs)} runs at K = {k} side by side ({', '.join(checkpoints)})", flush=True)
-        work, tables = os.path.join(sweep.workdir, "rebench", f"k{k}"), os.path.join(sweep.results, f"speed_k{k}")
-        ratios = bench_ratios(sweep, checkpoints, k, work, tables)
+        print(f"sweep: timing {len(runs)} runs at K = {target_heads} side by side ({', '.join(checkpoints)})", flush=True)
+        work, tables = os.path.join(sweep.workdir, "rebench", f"k{target_heads}"), os.path.join(sweep.results, f"speed_k{target_heads}")
+        ratios = bench_ratios(sweep, checkpoints, target_heads, work, tables)
         for spec in runs:
             write_json(sweep.result_path(spec), dict(sweep.result(spec), bench=ratios[spec.name]), indent=1)
         timed += len(runs)
@@ -368,7 +369,7 @@ def resolve_try(sweep: Sweep, spec: RunSpec) -> Optional[RunSpec]:
     if results is None:
         print(f"sweep: {spec.name} waits for the tuning runs of {spec.tuning_method}", file=sys.stderr, flush=True)
         return None
-    chosen = choose_try(results, spec.choose, spec.heads)
+    chosen = choose_try(results, spec.choose, spec.target_heads)
     print(f"sweep: {spec.name} uses {spec.tuning_method}'s try {chosen!r} (choice by {spec.choose})", flush=True)
     return replace(spec, try_name=chosen)
 
@@ -378,7 +379,7 @@ def reuse_tuning_run(sweep: Sweep, spec: RunSpec) -> Optional[dict]:
     the method's own row; None when there is none."""
     for r in sweep.runs:
         if (r.tuning and r.method == spec.method and r.try_name == spec.try_name
-                and (r.heads, r.seed) == (spec.heads, spec.seed) and os.path.isfile(sweep.result_path(r))):
+                and (r.target_heads, r.seed) == (spec.target_heads, spec.seed) and os.path.isfile(sweep.result_path(r))):
             return dict(sweep.result(r), tuning=False, reused=r.name)
     return None
 

@@ -60,6 +60,7 @@ REQUIRED = {"corpus": "the corpus folder (with data-bin/ and raw/)", "workdir": 
 REQUIRED_BASE = ("dir", "updates")
 REQUIRED_FINETUNE = ("shards", "epochs", "lr", "warmup", "max_tokens")
 REQUIRED_RUN = ("method", "heads")
+REQUIRED_STRONGEST = ("among", "heads", "seeds")
 #: the keys of ``"model"``: :func:`.recipes.width_flags`'s arguments
 MODEL_KEYS = ("embed_dim", "ffn_embed_dim")
 
@@ -93,6 +94,12 @@ def _check_config(raw, path: str) -> None:
         if unknown:
             raise SweepConfigError(f"{path}: {entry['method']}: unknown key {', '.join(unknown)}"
                                    f" (a run takes {', '.join(RUN_KEYS)})")
+    best = raw.get("strongest_baseline")
+    if best is not None:
+        missing = [k for k in REQUIRED_STRONGEST if not isinstance(best, dict) or k not in best]
+        if missing:
+            raise SweepConfigError(f"{path}: \"strongest_baseline\" is missing {', '.join(repr(k) for k in missing)}"
+                                   " ({\"among\": [methods], \"heads\": K, \"seeds\": [extra seeds]})")
 
 
 @dataclass
@@ -100,7 +107,7 @@ class RunSpec:
     """One fine-tune of the sweep."""
 
     method: str
-    heads: int
+    target_heads: int  #: K (the config's "heads")
     seed: int
     flags: List[str]
     arch: str = "gated"  #: gated (transformer_pass_iwslt) or stock (transformer_iwslt_de_en)
@@ -110,7 +117,7 @@ class RunSpec:
     label: str = ""
     train: bool = True  #: False: score the base (the unpruned row), or the prepared mask, without a fine-tune
     tries: Dict[str, List[str]] = field(default_factory=dict)  #: try name -> extra flags
-    choose: str = "valid"  #: valid | own_count: how the try is chosen (sweep_tuning.choose_try)
+    choose: str = "valid"  #: valid | own_count: how the try is chosen (.tuning.choose_try)
     tries_from: Optional[str] = None  #: the method whose tuning runs choose this run's try
     try_name: Optional[str] = None  #: the try this run uses (None: not chosen yet, or no tries)
     tuning: bool = False  #: a tuning run: one try at the first K and seed
@@ -120,15 +127,15 @@ class RunSpec:
     @property
     def name(self) -> str:
         if self.tuning:
-            return f"{self.method}.{self.try_name}-k{self.heads}-s{self.seed}"
-        return f"{self.method}-k{self.heads}-s{self.seed}"
+            return f"{self.method}.{self.try_name}-k{self.target_heads}-s{self.seed}"
+        return f"{self.method}-k{self.target_heads}-s{self.seed}"
 
     @property
     def finetune_name(self) -> str:
         """The fine-tune's folder name: runs that differ only in K share it when
         ``shared_finetune``."""
         tried = f".{self.try_name}" if self.try_name else ""
-        k = "" if self.shared_finetune else f"-k{self.heads}"
+        k = "" if self.shared_finetune else f"-k{self.target_heads}"
         return f"{self.method}{tried}{k}-s{self.seed}"
 
     @property
@@ -146,18 +153,18 @@ RUN_KEYS = ("method", "heads", "seeds", "seeds_at", "flags", "arch", "prepare", 
             "tries", "choose", "tries_from", "score_own_mask")
 
 
-def _fill(flags: List[str], heads: int, seed: int) -> List[str]:
-    return [f.replace("{K}", str(heads)).replace("{seed}", str(seed)) for f in flags]
+def _fill(flags: List[str], target_heads: int, seed: int) -> List[str]:
+    return [f.replace("{K}", str(target_heads)).replace("{seed}", str(seed)) for f in flags]
 
 
-def _run_spec(entry: Dict, heads: int, seed: int, **extra) -> RunSpec:
-    """A config entry's run at ``heads`` and ``seed`` ({K} and {seed} filled in its flags)."""
+def _run_spec(entry: Dict, target_heads: int, seed: int, **extra) -> RunSpec:
+    """A config entry's run at K = ``target_heads`` and ``seed`` ({K} and {seed} filled in its flags)."""
     spec = {key: v for key, v in entry.items() if key not in ("heads", "seeds", "seeds_at")}
     templates = [entry.get("flags", [])] + list(entry.get("tries", {}).values())
     shared = entry.get("prepare") is None and not any("{K}" in f for t in templates for f in t)
-    tries = {name: _fill(f, heads, seed) for name, f in entry.get("tries", {}).items()}
-    return RunSpec(**dict(spec, flags=_fill(entry.get("flags", []), heads, seed), tries=tries),
-                   heads=heads, seed=seed, shared_finetune=shared, **extra)
+    tries = {name: _fill(f, target_heads, seed) for name, f in entry.get("tries", {}).items()}
+    return RunSpec(**dict(spec, flags=_fill(entry.get("flags", []), target_heads, seed), tries=tries),
+                   target_heads=target_heads, seed=seed, shared_finetune=shared, **extra)
 
 
 @dataclass
@@ -201,17 +208,19 @@ class Sweep:
         for entry in entries:
             if entry.get("choose", "valid") not in CHOICES:
                 raise SweepConfigError(f"{path}: {entry['method']}: choose must be one of {', '.join(CHOICES)}")
-        seeds_of = [lambda k, e=e: e.get("seeds_at", {}).get(str(k), e.get("seeds", [1])) for e in entries]
+        seeds_of = [lambda target_heads, e=e: e.get("seeds_at", {}).get(str(target_heads), e.get("seeds", [1]))
+                    for e in entries]
         rounds = max(len(e["heads"]) for e in entries)
         for i in range(rounds):  # every method's first K (first seeds first), then every second K, ...
             batch = [(e, e["heads"][i], seeds(e["heads"][i])) for e, seeds in zip(entries, seeds_of)
                      if i < len(e["heads"])]
             for j in range(max(len(seeds) for _, _, seeds in batch)):
-                for entry, k, seeds in batch:
+                for entry, target_heads, seeds in batch:
                     if i == j == 0 and entry.get("tries") and not entry.get("tries_from"):  # its tuning runs
-                        runs += [_run_spec(entry, k, seeds[0], try_name=t, tuning=True) for t in entry["tries"]]
+                        runs += [_run_spec(entry, target_heads, seeds[0], try_name=t, tuning=True)
+                                 for t in entry["tries"]]
                     if j < len(seeds):
-                        runs.append(_run_spec(entry, k, seeds[j]))
+                        runs.append(_run_spec(entry, target_heads, seeds[j]))
         names = [r.name for r in runs]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -219,13 +228,13 @@ class Sweep:
         odd = sorted({n for n in names if not CHECKPOINT_NAME.fullmatch(n)})
         if odd:
             raise SweepConfigError(f"{path}: run names name files and benchmark rows: give methods and tries names of"
-                           f" {CHECKPOINT_NAME_RULE} ({', '.join(odd)})")
+                                   f" {CHECKPOINT_NAME_RULE} ({', '.join(odd)})")
         best = raw.get("strongest_baseline")
         if best:
-            k = best["heads"]
-            missing = [m for m in best["among"] if k not in by_method.get(m, {}).get("heads", [])]
+            target_heads = best["heads"]
+            missing = [m for m in best["among"] if target_heads not in by_method.get(m, {}).get("heads", [])]
             if missing:
-                raise SweepConfigError(f"{path}: strongest_baseline: no run of {', '.join(missing)} at K = {k}")
+                raise SweepConfigError(f"{path}: strongest_baseline: no run of {', '.join(missing)} at K = {target_heads}")
         bench = raw.get("bench", {})
         if bench is not False and not isinstance(bench, dict):
             raise SweepConfigError(f"{path}: \"bench\" must be pass-bench-inference's settings ({{}} for the defaults)"
@@ -242,7 +251,7 @@ class Sweep:
         best valid sacreBLEU; None until all of those runs have finished (or none is configured)."""
         if not self.strongest:
             return None
-        firsts = [next(r for r in self.runs if r.method == m and r.heads == self.strongest["heads"] and not r.tuning)
+        firsts = [next(r for r in self.runs if r.method == m and r.target_heads == self.strongest["heads"] and not r.tuning)
                   for m in self.strongest["among"]]
         results = self.finished_results(firsts)
         return None if results is None else strongest({r.method: res for r, res in zip(firsts, results)})

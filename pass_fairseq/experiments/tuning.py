@@ -23,7 +23,7 @@ def _valid(result: dict) -> float:
     return result.get("valid", {}).get("sacrebleu", float("-inf"))
 
 
-def choose_try(results: Dict[str, dict], choose: str, heads: int) -> str:
+def choose_try(results: Dict[str, dict], choose: str, target_heads: int) -> str:
     """The chosen try's name among ``results`` (try name -> its tuning run's result)."""
     if not results:
         raise ValueError("no tuning runs to choose from")
@@ -31,7 +31,7 @@ def choose_try(results: Dict[str, dict], choose: str, heads: int) -> str:
         return max(results, key=lambda t: _valid(results[t]))
     if choose == "own_count":
         counts = {t: r["own_kept"] for t, r in results.items()}
-        enough = [t for t in results if counts[t] >= heads]
+        enough = [t for t in results if counts[t] >= target_heads]
         if enough:
             return min(enough, key=lambda t: (counts[t], -_valid(results[t])))
         return max(results, key=lambda t: (counts[t], _valid(results[t])))

@@ -20,8 +20,8 @@ from typing import List, Optional, Tuple
 import torch
 from fairseq.modules.multihead_attention import MultiheadAttention
 
-from pass_fairseq.errors import fail
-from pass_fairseq.flag_checks import FINITE, POSITIVE, FlagError, check_flags
+from pass_fairseq.errors import exit_on_error, fail
+from pass_fairseq.flag_checks import FINITE, POSITIVE, check_flags
 from pass_fairseq.gate_schedule import SCHEDULE_BUFFERS
 from pass_fairseq.gates import BETA, MISSING_GATE_INIT, NOISE_MODES, GateCounts, count_gates
 from pass_fairseq.methods import GATE_TYPES, method
@@ -77,13 +77,11 @@ def pass_gate_defaults(args, preset=None):
         args.pass_missing_gate_init = MISSING_GATE_INIT
     args.pass_clip_min = preset_value(preset, "clip_min", getattr(args, "pass_clip_min", None))
     args.pass_clip_max = preset_value(preset, "clip_max", getattr(args, "pass_clip_max", None))
-    try:
+    with exit_on_error():
         check_flags({"--pass-beta": (args.pass_beta, POSITIVE),
                      "--pass-gate-init": (None if init == "xavier" else init, FINITE),
                      "--pass-missing-gate-init": (args.pass_missing_gate_init, FINITE),
                      "--pass-clip-min": (args.pass_clip_min, FINITE), "--pass-clip-max": (args.pass_clip_max, FINITE)})
-    except FlagError as e:
-        fail(str(e))
     if args.pass_clip_min is not None and args.pass_clip_max is not None and args.pass_clip_min >= args.pass_clip_max:
         fail(f"--pass-clip-min {args.pass_clip_min} must be below --pass-clip-max {args.pass_clip_max}")
     args.pass_method = str(getattr(args, "pass_method", None) or "pass")
@@ -180,7 +178,7 @@ def schedule_state(model) -> GatedModelMixin:
 def gate_counts(model) -> GateCounts:
     """:func:`pass_fairseq.gates.count_gates` over the model's gates (with K for subset gates)."""
     group = schedule_state(model).subset_group
-    return count_gates([m.gate.log_alpha for _, m in gated_attentions(model)], group.k if group else None)
+    return count_gates([m.gate.log_alpha for _, m in gated_attentions(model)], group.target_heads if group else None)
 
 
 def _parse_init(value):

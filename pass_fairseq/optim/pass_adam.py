@@ -19,8 +19,8 @@ from fairseq.optim import register_optimizer
 from fairseq.optim.adam import FairseqAdam, FairseqAdamConfig
 from omegaconf import II
 
-from pass_fairseq.errors import fail
-from pass_fairseq.flag_checks import NON_NEGATIVE, POSITIVE, FlagError, check_flags
+from pass_fairseq.errors import exit_on_error
+from pass_fairseq.flag_checks import NON_NEGATIVE, POSITIVE, check_flags
 from pass_fairseq.gates import GATE_PARAM_GROUP
 from pass_fairseq.presets import preset_value
 
@@ -61,11 +61,9 @@ class PassAdam(FairseqAdam):
     group 1 the gates."""
 
     def __init__(self, cfg: PassAdamConfig, params):
-        try:
+        with exit_on_error():
             check_flags({"--pass-gate-lr": (cfg.pass_gate_lr, POSITIVE),
                          "--pass-gate-weight-decay": (cfg.pass_gate_weight_decay, NON_NEGATIVE)})
-        except FlagError as e:
-            fail(str(e))
         params = list(params)
         groups = [{"params": [p for p in params if not is_gate_param(p)]}]
         gates = [p for p in params if is_gate_param(p)]

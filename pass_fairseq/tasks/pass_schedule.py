@@ -42,8 +42,8 @@ from fairseq import checkpoint_utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from omegaconf import II
 
-from pass_fairseq.errors import fail
-from pass_fairseq.flag_checks import NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, FlagError, check_flags
+from pass_fairseq.errors import exit_on_error, fail
+from pass_fairseq.flag_checks import NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, check_flags
 from pass_fairseq.gate_schedule import constrain_, reopen_probabilities, sample_reopen
 from pass_fairseq.methods import method
 from pass_fairseq.models.gating import gated_attentions, schedule_state
@@ -117,14 +117,12 @@ class PassScheduleMixin:
         self.clip_when = str(preset_value(cfg.pass_preset, "clip_when", cfg.pass_clip_when))
         self.confidence = str(preset_value(cfg.pass_preset, "confidence", cfg.pass_confidence))
         self.clips_and_reopens = True  # the criterion's method decides (build_criterion)
-        try:
+        with exit_on_error():
             check_flags({"--pass-reopen-decay": (cfg.pass_reopen_decay, UNIT_INTERVAL),
                          "--pass-reopen-until-epoch": (cfg.pass_reopen_until_epoch, NON_NEGATIVE),
                          "--pass-dsp-temp-start": (cfg.pass_dsp_temp_start, POSITIVE),
                          "--pass-dsp-temp-end": (cfg.pass_dsp_temp_end, POSITIVE),
                          "--pass-dsp-anneal-updates": (cfg.pass_dsp_anneal_updates, NON_NEGATIVE)})
-        except FlagError as e:
-            fail(str(e))
         if cfg.best_checkpoint_metric == PASS_BEST_METRIC:
             if cfg.maximize_best_checkpoint_metric:
                 fail("--best-checkpoint-metric pass_loss is a loss: drop --maximize-best-checkpoint-metric")
