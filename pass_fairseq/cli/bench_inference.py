@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--also", metavar="NAME=GATED.pt", action="append", default=[],
                    help="another gated checkpoint of the same architecture (repeatable): its own pruned models at"
                         " each K and layout, labelled NAME, timed in the same run against the same unpruned model")
-    p.add_argument("--heads", default="48,32,16,8", dest="targets", help="K values of the pruned models (default 48,32,16,8)")
+    p.add_argument("--heads", default="48,32,16,8", dest="targets", metavar="K[,K...]", help="K values of the pruned models (default 48,32,16,8)")
     p.add_argument("--layouts", default="topk,packed",
                    help="masks per K: topk (the checkpoint's largest log_alpha) and/or packed (default both)")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per model (default 5)")
@@ -78,10 +78,7 @@ def parse_options(args):
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         fail("--device cuda: no CUDA device is available")
-    try:
-        targets = [int(k) for k in args.targets.split(",") if k.strip()]
-    except ValueError:
-        fail(f"--heads {args.targets}: give comma-separated integers, e.g. 48,32,16,8")
+    targets = parse_int_list(args.targets, "--heads")
     layouts = [x.strip() for x in args.layouts.split(",") if x.strip()]
     if not set(layouts) <= {"topk", "packed"} or not layouts:
         fail(f"--layouts {args.layouts}: give topk, packed or both")

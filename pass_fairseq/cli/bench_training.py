@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=128, help="embedding width (default 128)")
     p.add_argument("--ffn", type=int, default=512, help="feed-forward width (default 512)")
     p.add_argument("--layers", type=int, default=6, help="encoder layers and decoder layers (default 6)")
-    p.add_argument("--heads", type=int, default=4, dest="num_heads", help="attention heads per module (default 4)")
+    p.add_argument("--heads", type=int, default=4, dest="num_heads", metavar="H", help="attention heads per module (default 4)")
     p.add_argument("--post-norm", action="store_true", help="post-norm layers (default pre-norm)")
     p.add_argument("--max-tokens", type=int, default=4096, help="tokens per batch (default 4096)")
     p.add_argument("--updates", type=int, default=10, help="timed updates per repeat and model (default 10)")

@@ -21,7 +21,7 @@ from typing import List, Optional
 import torch
 
 from pass_fairseq.checkpoints import load_checkpoint, masked_checkpoint, save_atomic
-from pass_fairseq.cli import one_line_errors, parse_cli
+from pass_fairseq.cli import one_line_errors, parse_cli, parse_int_list
 from pass_fairseq.errors import fail
 from pass_fairseq.files import write_json
 from pass_fairseq.gates import CLIP_MAX, CLIP_MIN
@@ -51,12 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu", action="store_true", help="run on CPU even when CUDA is available")
     return p
 
-
-def parse_heads(text: str) -> List[int]:
-    try:
-        return [int(k) for k in text.split(",") if k.strip()]
-    except ValueError:
-        fail(f"--heads {text}: give head counts separated by commas, e.g. 8,16,32")
 
 
 def gated_model_args(model_cfg) -> argparse.Namespace:
@@ -103,7 +97,7 @@ def held_in_batches(task, model, args) -> list:
 @one_line_errors
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_cli(build_parser(), argv)
-    targets = parse_heads(args.targets)
+    targets = parse_int_list(args.targets, "--heads")
     if args.max_batches < 1 or args.max_tokens < 1 or not 0 < args.step_fraction <= 1:
         fail("--max-batches and --max-tokens must be >= 1 and --step-fraction in (0, 1]")
     if not os.path.isdir(args.save_dir):

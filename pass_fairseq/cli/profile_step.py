@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             " modules of 1 ... heads heads, side by side.")
     p.add_argument("--embed-dim", type=int, default=defaults.embed_dim,
                    help=f"model width (default {defaults.embed_dim}, the demo's)")
-    p.add_argument("--heads", type=int, default=defaults.num_heads, dest="num_heads",
+    p.add_argument("--heads", type=int, default=defaults.num_heads, dest="num_heads", metavar="H",
                    help=f"heads of the stock module (default {defaults.num_heads})")
     p.add_argument("--batch-size", default="64,1",
                    help="sentences per batch, comma-separated: one table each (default 64,1)")
