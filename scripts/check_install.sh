@@ -8,9 +8,10 @@
 #   2. the plugin goes in as README.md says: `pip install --no-deps /path/to/pass_fairseq`
 #      (a built copy, not an editable one, so a file missing from the package shows); it
 #      needs nothing fairseq does not; torch is not touched;
-#   3. from outside the checkout: a toy task, fairseq-train to exactly K heads with
-#      --user-dir, pass-inspect-gates, pass-prune-checkpoint and fairseq-generate on the
-#      pruned checkpoint.
+#   3. from outside the checkout: a toy task, a short fairseq-train with the plugin's task,
+#      model, criterion and optimizer through --user-dir (K = 8), pass-inspect-gates,
+#      pass-prune-checkpoint to 8 heads and fairseq-generate on the pruned checkpoint. It
+#      checks the install, not the model: 12 short epochs do not train the toy task.
 #
 #   bash scripts/check_install.sh [WORKDIR]      # default: a new temporary folder
 #
@@ -41,7 +42,7 @@ env/bin/python -c "import torch, sys; sys.exit(torch.__version__ != '$TORCH_BEFO
   || { echo "install check: the plugin's install changed torch" >&2; exit 1; }
 env/bin/python -c "import pass_fairseq, pass_fairseq.experiments.sweep; print('  plugin at', pass_fairseq.PLUGIN_DIR)"
 
-step "3. train to K = 8 of 24 heads, inspect, prune, generate (from $WORK)"
+step "3. a short training run with K = 8 of 24 heads, inspect, prune to 8, generate (from $WORK)"
 env/bin/python -m pass_fairseq.experiments.toy_task toy --train 600 > toy.log 2>&1
 env/bin/fairseq-train toy/data-bin --user-dir "$ROOT/pass_fairseq" --task translation_pass \
   --arch transformer_pass_iwslt --encoder-layers 2 --decoder-layers 2 --encoder-embed-dim 64 \
