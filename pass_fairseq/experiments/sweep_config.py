@@ -52,17 +52,28 @@ class SweepConfigError(JobError):
     """The config is wrong: the message is one line (the file, what is wrong, how to fix it)."""
 
 
-#: what a config must hold: key -> what it is (for the message when it is missing)
-REQUIRED = {"corpus": "the corpus folder (with data-bin/ and raw/)", "workdir": "the folder for fine-tunes and masks",
-            "results": "the folder for run files and tables", "base": "the base's {\"dir\", \"updates\"}",
-            "finetune": "the fine-tune budget {\"shards\", \"epochs\", \"lr\", \"warmup\", \"max_tokens\"}",
-            "runs": "the list of methods to run"}
 REQUIRED_BASE = ("dir", "updates")
 REQUIRED_FINETUNE = ("shards", "epochs", "lr", "warmup", "max_tokens")
 REQUIRED_RUN = ("method", "heads")
 REQUIRED_STRONGEST = ("among", "heads", "seeds")
+
+
+def _keys(keys) -> str:
+    """``{"a", "b"}``: an object's keys, for the messages."""
+    return "{" + ", ".join(f'"{k}"' for k in keys) + "}"
+
+
+#: what a config must hold: key -> what it is (for the message when it is missing)
+REQUIRED = {"corpus": "the corpus folder (with data-bin/ and raw/)", "workdir": "the folder for fine-tunes and masks",
+            "results": "the folder for run files and tables", "base": f"the base's {_keys(REQUIRED_BASE)}",
+            "finetune": f"the fine-tune budget {_keys(REQUIRED_FINETUNE)}", "runs": "the list of methods to run"}
 #: the keys of ``"model"``: :func:`.recipes.width_flags`'s arguments
 MODEL_KEYS = ("embed_dim", "ffn_embed_dim")
+
+
+def _missing(part, keys) -> List[str]:
+    """The ``keys`` that the config object ``part`` lacks, quoted (all of them when it is no object)."""
+    return [repr(k) for k in keys if not isinstance(part, dict) or k not in part]
 
 
 def _check_config(raw, path: str) -> None:
@@ -75,18 +86,18 @@ def _check_config(raw, path: str) -> None:
     for part, keys in (("base", REQUIRED_BASE), ("finetune", REQUIRED_FINETUNE)):
         if not isinstance(raw[part], dict):
             raise SweepConfigError(f"{path}: \"{part}\" must be an object with {', '.join(keys)}")
-        missing = [k for k in keys if k not in raw[part]]
+        missing = _missing(raw[part], keys)
         if missing:
-            raise SweepConfigError(f"{path}: \"{part}\" is missing {', '.join(repr(k) for k in missing)}")
+            raise SweepConfigError(f"{path}: \"{part}\" is missing {', '.join(missing)}")
     if not isinstance(raw["runs"], list) or not raw["runs"]:
         raise SweepConfigError(f"{path}: \"runs\" must be a non-empty list of methods")
     for i, entry in enumerate(raw["runs"]):
         if not isinstance(entry, dict):
             raise SweepConfigError(f"{path}: runs[{i}] must be an object with {', '.join(REQUIRED_RUN)}")
-        missing = [k for k in REQUIRED_RUN if k not in entry]
+        missing = _missing(entry, REQUIRED_RUN)
         if missing:
             raise SweepConfigError(f"{path}: runs[{i}] ({entry.get('method', 'no method')}) is missing"
-                                   f" {', '.join(repr(k) for k in missing)}")
+                                   f" {', '.join(missing)}")
         if not isinstance(entry["heads"], list) or not entry["heads"] or \
                 not all(isinstance(k, int) and k >= 1 for k in entry["heads"]):
             raise SweepConfigError(f"{path}: {entry['method']}: \"heads\" must be a list of head counts K >= 1")
@@ -96,9 +107,9 @@ def _check_config(raw, path: str) -> None:
                                    f" (a run takes {', '.join(RUN_KEYS)})")
     best = raw.get("strongest_baseline")
     if best is not None:
-        missing = [k for k in REQUIRED_STRONGEST if not isinstance(best, dict) or k not in best]
+        missing = _missing(best, REQUIRED_STRONGEST)
         if missing:
-            raise SweepConfigError(f"{path}: \"strongest_baseline\" is missing {', '.join(repr(k) for k in missing)}"
+            raise SweepConfigError(f"{path}: \"strongest_baseline\" is missing {', '.join(missing)}"
                                    " ({\"among\": [methods], \"heads\": K, \"seeds\": [extra seeds]})")
 
 
@@ -238,7 +249,7 @@ class Sweep:
         bench = raw.get("bench", {})
         if bench is not False and not isinstance(bench, dict):
             raise SweepConfigError(f"{path}: \"bench\" must be pass-bench-inference's settings ({{}} for the defaults)"
-                           f" or false, not {bench!r}")
+                                   f" or false, not {bench!r}")
         model = raw.get("model", {})
         unknown = sorted(set(model) - set(MODEL_KEYS))
         if unknown:
