@@ -26,4 +26,5 @@ from pass_fairseq.optim import pass_adam  # noqa: E402,F401
 from pass_fairseq.models import transformer_pass, transformer_lm_pass  # noqa: E402,F401
 from pass_fairseq.tasks import translation_pass, language_modeling_pass  # noqa: E402,F401
 from pass_fairseq.criterions import pass_label_smoothed_cross_entropy, pass_cross_entropy  # noqa: E402,F401
+from pass_fairseq.criterions import label_smoothed_cross_entropy_kd  # noqa: E402,F401
 from pass_fairseq.models import transformer_pass_pruned, transformer_lm_pass_pruned  # noqa: E402,F401

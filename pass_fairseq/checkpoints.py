@@ -19,6 +19,7 @@ Both drop the gates, the PASS schedule buffers and the optimizer state.
 import argparse
 import copy
 import dataclasses
+import hashlib
 import importlib
 import json
 from typing import Dict, List, NamedTuple, Optional, Tuple
@@ -259,3 +260,15 @@ def save_atomic(obj, path: str) -> None:
     """``torch.save`` ``obj`` to ``path`` whole or not at all (:func:`pass_fairseq.files.atomic_write`)."""
     with atomic_write(path, "wb") as f:
         torch.save(obj, f)
+
+
+def weights_fingerprint(model_state: Dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a model state dict's names, dtypes, shapes and values, in name order: two
+    checkpoints with equal fingerprints hold the same model, bit for bit (e.g. a base trained
+    again on another day with the same command)."""
+    digest = hashlib.sha256()
+    for name in sorted(model_state):
+        tensor = model_state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -9,20 +9,27 @@ from typing import List, Sequence
 import torch
 
 
-def pass_terms(q0: torch.Tensor, q1: torch.Tensor, pnb: torch.Tensor, target_heads: int):
-    """The three PASS terms for a target of K = ``target_heads`` open heads of N:
+def pass_terms(q0: torch.Tensor, q1: torch.Tensor, pnb: torch.Tensor, target_heads: float, ceiling: bool = False):
+    """The three PASS terms for a target of K = ``target_heads`` open heads of N (a float
+    during :mod:`pass_fairseq.target_schedule`'s annealing, K_t):
 
     * ``nonbinary``  = sum_i pnb_i
     * ``closed_gap`` = | s N - sum_i q0_i |, with s N = N - K
     * ``open_gap``   = | (1 - s) N - sum_i q1_i |, with (1 - s) N = K
 
+    With ``ceiling`` (while the target is annealed down) K is an upper bound: the gaps count
+    only in the direction of too many open heads, max(0, s N - sum_i q0_i) and
+    max(0, sum_i q1_i - (1 - s) N), so gates that are already fewer than K_t are not pushed open.
+
     Returns the three scalars; R_pass = lambda * (nonbinary + closed_gap + open_gap).
     """
     n = q0.numel()
     nonbinary = pnb.sum()
-    closed_gap = (float(n - target_heads) - q0.sum()).abs()
-    open_gap = (float(target_heads) - q1.sum()).abs()
-    return nonbinary, closed_gap, open_gap
+    closed_gap = float(n - target_heads) - q0.sum()
+    open_gap = q1.sum() - float(target_heads)
+    if ceiling:
+        return nonbinary, closed_gap.clamp(min=0.0), open_gap.clamp(min=0.0)
+    return nonbinary, closed_gap.abs(), open_gap.abs()
 
 
 def concentrator(q0_per_module: Sequence[torch.Tensor]) -> torch.Tensor:

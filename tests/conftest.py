@@ -31,6 +31,8 @@ TRAIN_COMMON = [
     "--no-progress-bar",
 ]
 PASS_CRITERION = ["--criterion", "pass_label_smoothed_cross_entropy", "--label-smoothing", "0.1"]
+#: TINY_MODEL's stock twin (fairseq's transformer, no gates): the same weights load into both
+STOCK_TINY_MODEL = [a if a != "transformer_pass_iwslt" else "transformer_iwslt_de_en" for a in TINY_MODEL]
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +41,16 @@ def toy_data(tmp_path_factory):
     raw = write_reversal_corpus(str(root / "raw"), n_train=800, n_valid=100, n_test=50, vocab=30, max_len=8)
     with contextlib.redirect_stdout(io.StringIO()):
         return binarize(raw, str(root / "data-bin"))
+
+
+@pytest.fixture(scope="session")
+def stock_toy_base(toy_data, tmp_path_factory):
+    """A stock toy model trained to fit the reversal task (40 epochs, about 15 s): what a user
+    prunes, and the teacher of the distillation tests. Returns its checkpoint."""
+    save = train(toy_data, tmp_path_factory.mktemp("stock_base"), *STOCK_TINY_MODEL,
+                 *[a if a != "pass_adam" else "adam" for a in TRAIN_COMMON],
+                 "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--max-epoch", "40")
+    return os.path.join(save, "checkpoint_last.pt")
 
 
 def _reset_checkpoint_best():

@@ -26,6 +26,19 @@ def test_bench_training_table(toy_data, tmp_path, capsys):
     assert printed.rstrip().endswith(f"PASS update / stock update: {gated['time_over_stock']}")
 
 
+def test_bench_training_times_distillation_as_a_third_model(toy_data, tmp_path, capsys):
+    out = tmp_path / "train.csv"
+    assert bench_training.main([toy_data, *TINY, "--kd", "--updates", "2", "--repeats", "2", "--warmup", "1",
+                                "--threads", "1", "--csv", str(out)]) == 0
+    printed = capsys.readouterr().out
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    assert [r["model"] for r in rows] == bench_training.LABELS
+    kd, gated = float(rows[2]["time_over_stock"]), float(rows[1]["time_over_stock"])
+    assert f"PASS + KD update / stock update: {rows[2]['time_over_stock']}; / PASS update: {round(kd / gated, 3)}" \
+        in printed
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--target-heads", "25"], "the model has 24 heads"),
     (["--fp16"], "--fp16 needs --device cuda"),

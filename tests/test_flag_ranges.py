@@ -1,4 +1,4 @@
-"""Every numeric ``--pass-*`` flag is checked when the run is built (model, task, criterion,
+"""Every numeric ``--pass-*`` and ``--kd-*`` flag is checked when the run is built (model, task, criterion,
 optimizer, as fairseq-train builds them): a value out of range or not finite is one line
 naming the flag, exit 2, before any update. One case per flag at least, and a check that
 no numeric flag is left without one."""
@@ -25,6 +25,7 @@ BAD = [
     ("--pass-dsp-temp-end", "0", ()),
     ("--pass-dsp-anneal-updates", "-5", ()),
     ("--pass-target-heads", "0", ()),
+    ("--pass-target-anneal-updates", "-1", ("--pass-target-schedule", "linear")),
     ("--pass-lambda-init", "-1", ()),
     ("--pass-lambda-init", "nan", ()),
     ("--pass-lambda-factor", "0.5", ()),
@@ -36,9 +37,12 @@ BAD = [
     ("--pass-gate-lr", "-1", ()),
     ("--pass-gate-lr", "nan", ()),
     ("--pass-gate-weight-decay", "-1", ()),
+    ("--kd-weight", "1.5", ()),
+    ("--kd-weight", "0", ()),
+    ("--kd-temperature", "0", ()),
 ]
-#: flags that take a number but are not ranges: a head list
-NOT_RANGES = {"--pass-pruned-heads"}
+#: flags that take a value but not a number in a range: a head list, a checkpoint
+NOT_RANGES = {"--pass-pruned-heads", "--kd-teacher"}
 
 
 def build_run(data, *extra):

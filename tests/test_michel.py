@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from conftest import PASS_CRITERION, TINY_MODEL, TRAIN_COMMON, generate, load_state, train
+from conftest import PASS_CRITERION, STOCK_TINY_MODEL, TINY_MODEL, TRAIN_COMMON, generate, load_state, train
 from pass_fairseq.checkpoints import convert
 from pass_fairseq.cli import michel_prune
 from pass_fairseq.gate_report import gate_report
@@ -77,8 +77,7 @@ def test_head_importance_is_the_gradient_of_the_loss_at_the_mask():
 # ---- the CLI on a stock checkpoint ---------------------------------------------------------
 @pytest.fixture(scope="module")
 def stock_checkpoint(toy_data, tmp_path_factory):
-    stock_model = [a if a != "transformer_pass_iwslt" else "transformer_iwslt_de_en" for a in TINY_MODEL]
-    save = train(toy_data, tmp_path_factory.mktemp("stock"), *stock_model, *TRAIN_COMMON, "--criterion",
+    save = train(toy_data, tmp_path_factory.mktemp("stock"), *STOCK_TINY_MODEL, *TRAIN_COMMON, "--criterion",
                  "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--max-epoch", "2", "--seed", "7")
     return os.path.join(save, "checkpoint_last.pt")
 

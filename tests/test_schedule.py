@@ -171,7 +171,7 @@ def test_concentrator_term_only_inside_its_window(toy_data):
                                       "--pass-conc-end-epoch", "3", "--pass-conc-weight", "3")
     seen = {}
     for epoch in (1, 2, 3, 4):
-        criterion.set_schedule(epoch, 0)
+        criterion.set_schedule(epoch, 0, 0)
         reg, log = criterion.regularizer(model)
         pass_only = criterion.lam * (log["pass_nb_term"] + log["pass_closed_gap"] + log["pass_open_gap"])
         seen[epoch] = (float(log["pass_conc"]), float(reg - pass_only))
@@ -205,7 +205,7 @@ def test_concentrator_weight_counts_only_heads_that_reach_the_output(toy_data):
     rows[0] = [10.0, 10.0, -10.0, -10.0]
     rows[1] = [-7.0, -10.0, -10.0, -10.0]
     set_gates(model, rows)
-    criterion.set_schedule(1, 0)
+    criterion.set_schedule(1, 0, 0)
     assert float(criterion.regularizer(model)[1]["pass_conc_weight"]) == pytest.approx(500.0)
 
 
@@ -217,7 +217,7 @@ def test_token_scaling_multiplies_by_sample_size_and_update_scaling_divides(toy_
         torch.manual_seed(0)
         model.train()
         model.apply(lambda m: setattr(m, "p", 0.0) if isinstance(m, torch.nn.Dropout) else None)
-        criterion.set_schedule(1, 3)
+        criterion.set_schedule(1, 3, 0)
         torch.manual_seed(1)
         total, sample_size, log = criterion(model, sample)
         losses[tuple(extra)] = (float(total), sample_size, float(log["pass_reg"]), float(log["loss"]))
@@ -238,7 +238,7 @@ def test_half_precision_gates_are_counted_in_float32(toy_data):
     rows[0][0] = 2.3965
     set_gates(model, rows)
     model.half()
-    criterion.set_schedule(1, 0)
+    criterion.set_schedule(1, 0, 0)
     log = criterion.regularizer(model)[1]
     assert (int(log["pass_open"]), int(log["pass_nonbinary"]), float(log["pass_on_target"])) == (K - 1, 1, 0.0)
     report = gate_report(model.state_dict())

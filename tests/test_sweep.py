@@ -342,7 +342,7 @@ def test_finetune_curves_come_from_the_logs_and_survive_a_checkout_without_them(
     logs = {  # run -> (the fine-tune its result names, its one train_inner line): pass-k8-s1 reused pass-k16-s1's
         "control-k72-s1": ("control-s1", "loss=5.1, nll_loss=4.4, ppl=21.1, num_updates=25"),
         "pass-k16-s1": ("pass-tuned", "nll_loss=4.9, pass_open=13.76, pass_nonbinary=58.24, num_updates=25"),
-        "pass-k8-s1": ("pass-k8-own", "nll_loss=5.5, pass_open=8, pass_nonbinary=0, num_updates=25"),
+        "pass-k8-s1": ("pass-k8-own", "nll_loss=5.5, pass_open=8, pass_nonbinary=0, pass_target=9.5, num_updates=25"),
         "pass-k8-s2": ("elsewhere", "nll_loss=9.9, pass_open=1, pass_nonbinary=0, num_updates=25")}
     for name, (finetune, line) in logs.items():
         os.makedirs(os.path.join("work", "finetunes", finetune))
@@ -355,9 +355,9 @@ def test_finetune_curves_come_from_the_logs_and_survive_a_checkout_without_them(
     with open(path) as f:
         made = list(csv.DictReader(f))
     assert [tuple(r.values()) for r in made] == [
-        ("control-k72-s1", "control", "control", "72", "1", "25", "4.4", "", ""),
-        ("pass-k16-s1", "pass", "pass", "16", "1", "25", "4.9", "13.76", "58.24"),
-        ("pass-k8-s1", "pass", "pass", "8", "1", "25", "5.5", "8.0", "0.0")]
+        ("control-k72-s1", "control", "control", "72", "1", "25", "4.4", "", "", ""),
+        ("pass-k16-s1", "pass", "pass", "16", "1", "25", "4.9", "13.76", "58.24", ""),  # a log from before pass_target
+        ("pass-k8-s1", "pass", "pass", "8", "1", "25", "5.5", "8.0", "0.0", "9.5")]
     shutil.rmtree(sweep.workdir)  # a clean checkout: no logs, the committed rows stay
     sweep_module.write_finetune_curves(sweep)
     with open(path) as f:
@@ -485,7 +485,7 @@ def test_the_strongest_baseline_on_valid_gets_more_seeds_once_its_rivals_have_fi
         valid = {"ste": 15.0, "dsp": 14.0}.get(spec.method, 1.0)
         return {"valid": {"sacrebleu": valid}, "test": {"sacrebleu": valid}, "kept_heads": spec.target_heads}
 
-    for name in ("ensure_base", "write_base_curve"):
+    for name in ("ensure_base", "check_base", "write_base_curve"):
         monkeypatch.setattr(sweep_module, name, lambda sw: None)
     monkeypatch.setattr(sweep_module, "shard_data", lambda sw: "data")
     monkeypatch.setattr(sweep_module, "run_one", fake_run)
@@ -502,7 +502,7 @@ def test_only_runs_the_named_runs_and_methods_in_the_order_named(tmp_path, monke
     sweep = Sweep.load(write_config(tmp_path))
     _finished(sweep, "pass-k16-s1", 14.0)
     done = []
-    for name in ("ensure_base", "write_base_curve"):
+    for name in ("ensure_base", "check_base", "write_base_curve"):
         monkeypatch.setattr(sweep_module, name, lambda sw: None)
     monkeypatch.setattr(sweep_module, "shard_data", lambda sw: "data")
     monkeypatch.setattr(sweep_module, "run_one", lambda sw, spec, data: done.append(spec.name) or
@@ -608,9 +608,72 @@ def test_no_table_leaves_the_table_to_one_later_call(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sweep_module, "ensure_base", lambda sw: None)
+    monkeypatch.setattr(sweep_module, "check_base", lambda sw: None)
     monkeypatch.setattr(sweep_module, "write_base_curve", lambda sw: None)
     monkeypatch.setattr(sweep_module, "shard_data", lambda sw: "data")
     done = []
     monkeypatch.setattr(sweep_module, "_run_and_record", lambda sw, spec, data: done.append(spec.name) or True)
     assert main([write_config(tmp_path), "--only", "control", "--no-table"]) == 0
     assert done == ["control-k72-s1"] and not os.path.exists("results")
+
+
+def test_base_placeholder_and_own_epochs_give_kd_and_longer_fine_tunes(tmp_path):
+    config = dict(CONFIG, runs=CONFIG["runs"] + [
+        {"method": "pass-kd", "heads": [16], "flags": ["--pass-target-heads", "{K}", "--kd-teacher", "{base}"]},
+        {"method": "control-16ep", "heads": [72], "arch": "stock", "prune": None, "epochs": 16, "flags": []}])
+    sweep = Sweep.load(write_config(tmp_path, config))
+    runs = {r.name: r for r in sweep.runs}
+    assert runs["pass-kd-k16-s1"].flags == ["--pass-target-heads", "16", "--kd-teacher",
+                                            os.path.join("work", "base", "checkpoint_last.pt")]
+    longer = sweep.finetune_command(runs["control-16ep-k72-s1"], "DATA", "base.pt", "out")
+    plain = sweep.finetune_command(runs["control-k72-s1"], "DATA", "base.pt", "out")
+    assert longer[longer.index("--max-epoch") + 1] == "16" and plain[plain.index("--max-epoch") + 1] == "3"
+    assert [a for a in longer if a != "16"] == [a for a in plain if a != "3"]
+    bad = dict(CONFIG, runs=[dict(CONFIG["runs"][0], epochs=0)])
+    with pytest.raises(JobError, match='"epochs" must be a number of epochs >= 1'):
+        Sweep.load(write_config(tmp_path, bad))
+
+
+def test_the_strongest_baseline_also_runs_at_other_ks_and_with_a_longer_budget(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = dict(STRONGEST, strongest_baseline=dict(STRONGEST["strongest_baseline"], also_heads=[8, 32],
+                                                     also_epochs=[6]))
+    sweep = Sweep.load(write_config(tmp_path, config))
+    _finished(sweep, "dsp-k16-s1", 14.0)
+    _finished(sweep, "ste-k16-s1", 15.0)
+    extra = [r for r in sweep.all_runs() if r not in sweep.runs]
+    assert [r.name for r in extra] == ["ste-k16-s2", "ste-k16-s3", "ste-k8-s1", "ste-k32-s1", "ste-6ep-k16-s1"]
+    longer = extra[-1]
+    command = sweep.finetune_command(longer, "DATA", "base.pt", "out")
+    ste = next(r for r in sweep.runs if r.name == "ste-k16-s1")
+    assert command[command.index("--max-epoch") + 1] == "6" and longer.flags == ste.flags
+
+
+def test_the_base_is_fingerprinted_once_and_a_different_base_is_refused(tmp_path, monkeypatch):
+    import pass_fairseq.experiments.sweep as sweep_module
+
+    monkeypatch.chdir(tmp_path)
+    sweep = Sweep.load(write_config(tmp_path))
+    os.makedirs("work/base")
+    weights = {"w": torch.ones(3)}
+    torch.save({"model": weights, "optimizer_history": [{"num_updates": 100}]}, sweep.base_checkpoint)
+    first = sweep_module.check_base(sweep)
+    with open("results/base.json") as f:
+        recorded = json.load(f)
+    assert recorded["weights_sha256"] == first and recorded["updates"] == 100
+    assert sweep_module.check_base(sweep) == first  # the same base again (another session's, say)
+    weights["w"][0] = 2.0
+    torch.save({"model": weights, "optimizer_history": [{"num_updates": 100}]}, sweep.base_checkpoint)
+    with pytest.raises(JobError, match="is not the one the finished runs in results/runs were fine-tuned from"):
+        sweep_module.check_base(sweep)
+
+
+def test_longer_budgets_are_compared_with_pass_and_the_control_of_the_same_budget():
+    runs = [_run("control", 72, 1, 20.0, pruned=False), _run("control-16ep", 72, 1, 21.0, pruned=False),
+            _run("control-kd", 72, 1, 20.5, label="control + KD", pruned=False), _run("pass", 16, 1, 17.0),
+            _run("pass-16ep", 16, 1, 19.0), _run("michel-16ep", 16, 1, 18.5), _run("michel", 16, 1, 17.5)]
+    rows = {r["method"]: r for r in comparison_rows(runs)}
+    assert set(rows) == {"pass", "pass-16ep", "michel-16ep", "michel"}  # the controls are no pruned rows
+    assert (rows["michel-16ep"]["test - pass"], rows["michel-16ep"]["test - control"]) == ("-0.50", "-2.50")
+    assert (rows["michel"]["test - pass"], rows["michel"]["test - control"]) == ("+0.50", "-2.50")
+    assert (rows["pass-16ep"]["test - pass"], rows["pass-16ep"]["test - control"]) == ("-", "-2.00")

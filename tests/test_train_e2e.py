@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from conftest import PASS_CRITERION, TINY_MODEL, TRAIN_COMMON, USER_DIR, generate, load_state, train
+from conftest import PASS_CRITERION, STOCK_TINY_MODEL, TINY_MODEL, TRAIN_COMMON, USER_DIR, generate, load_state, train
 
 K = 4
 PASS_RUN = [*TINY_MODEL, *TRAIN_COMMON, *PASS_CRITERION, "--pass-target-heads", str(K),
@@ -144,8 +144,7 @@ def test_epoch_start_is_handled_once(toy_data):
 
 
 def test_finetune_from_a_stock_transformer(toy_data, tmp_path):
-    stock_model = [a if a != "transformer_pass_iwslt" else "transformer_iwslt_de_en" for a in TINY_MODEL]
-    stock = train(toy_data, tmp_path / "stock", *stock_model, *TRAIN_COMMON, "--criterion",
+    stock = train(toy_data, tmp_path / "stock", *STOCK_TINY_MODEL, *TRAIN_COMMON, "--criterion",
                   "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--max-epoch", "2")
     stock_ckpt = os.path.join(stock, "checkpoint_last.pt")
     rc, _, err = inspect(stock_ckpt)
@@ -159,9 +158,8 @@ def test_stock_weights_load_into_the_gated_model_unchanged(toy_data, tmp_path):
     from fairseq import checkpoint_utils, options, tasks
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
-    stock_model = [a if a != "transformer_pass_iwslt" else "transformer_iwslt_de_en" for a in TINY_MODEL]
     models = {}
-    for name, arch_args in (("stock", stock_model), ("gated", TINY_MODEL)):
+    for name, arch_args in (("stock", STOCK_TINY_MODEL), ("gated", TINY_MODEL)):
         parser = options.get_training_parser()
         argv = [toy_data, "--user-dir", USER_DIR, "--task", "translation_pass", *arch_args, "--cpu"]
         cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(parser, argv))

@@ -1,6 +1,8 @@
-"""``pass-bench-training DATA_BIN [--target-heads K] [--device cuda] [--fp16]``: what one
+"""``pass-bench-training DATA_BIN [--target-heads K] [--kd] [--device cuda] [--fp16]``: what one
 PASS training update costs against one stock fairseq update, on the same batches and
-width, measured side by side in one run (:mod:`pass_fairseq.bench.training`).
+width, measured side by side in one run (:mod:`pass_fairseq.bench.training`); ``--kd`` adds
+a third model, PASS with word-level distillation from a teacher of the stock model's shape
+(what pruning a base with ``--kd-teacher BASE`` costs: one more forward pass per update).
 
 Default shape: the demo's (6+6 layers, 4 heads, width 128 / ffn 512, pre-norm, shared
 embeddings, so the data needs a joined dictionary), batches of ``--max-tokens 4096``. It
@@ -8,7 +10,9 @@ prints the settings and a markdown table (ms per update, target tokens/s, time o
 stock update), then the PASS / stock ratio; ``--markdown`` and ``--csv`` also write it.
 """
 import argparse
+import os
 import sys
+import tempfile
 from typing import List, Optional
 
 import torch
@@ -21,7 +25,8 @@ from pass_fairseq.bench.training import (COLUMNS, STOCK_FLAGS, build_trainer, pa
 from pass_fairseq.cli import one_line_errors, parse_cli
 from pass_fairseq.errors import fail
 
-LABELS = ["stock (transformer_iwslt_de_en, adam)", "PASS (transformer_pass_iwslt, pass_adam)"]
+LABELS = ["stock (transformer_iwslt_de_en, adam)", "PASS (transformer_pass_iwslt, pass_adam)",
+          "PASS + KD (--kd-teacher: a stock model of this shape)"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="data-bin directory with a train split (joined dictionary)")
     p.add_argument("--target-heads", type=int, default=24, metavar="K", help="PASS target K (default 24)")
     p.add_argument("--concentrator", action="store_true", help="PASSCONC: add the concentrator")
+    p.add_argument("--kd", action="store_true",
+                   help="also time PASS with word-level distillation (--kd-teacher) from a stock model of the same"
+                        " shape, as when a base is pruned with itself as the teacher")
     p.add_argument("--width", type=int, default=128, help="embedding width (default 128)")
     p.add_argument("--ffn", type=int, default=512, help="feed-forward width (default 512)")
     p.add_argument("--layers", type=int, default=6, help="encoder layers and decoder layers (default 6)")
@@ -116,16 +124,25 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     flags = shared_flags(args)
-    trainers = [build_trainer(args.data, flags + stock_flags(args)),
-                build_trainer(args.data, flags + pass_flags(args.target_heads, args.concentrator, args.fp16))]
-    batches = train_batches(trainers[0], args.updates)
-    if not batches:
-        fail(f"the train split of {args.data} is empty")
-    seconds = time_updates(trainers, batches, Timer(torch.device(args.device)), args.warmup, args.repeats)
+    gated = flags + pass_flags(args.target_heads, args.concentrator, args.fp16)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainers = [build_trainer(args.data, flags + stock_flags(args)), build_trainer(args.data, gated)]
+        if args.kd:  # the teacher: the stock model, saved as a checkpoint (its weights do not change the cost)
+            teacher = os.path.join(tmp, "teacher.pt")
+            trainers[0].consolidate_optimizer()
+            torch.save(trainers[0].state_dict(), teacher)
+            trainers.append(build_trainer(args.data, gated + ["--kd-teacher", teacher]))
+        batches = train_batches(trainers[0], args.updates)
+        if not batches:
+            fail(f"the train split of {args.data} is empty")
+        seconds = time_updates(trainers, batches, Timer(torch.device(args.device)), args.warmup, args.repeats)
     tokens = sum(int(b["ntokens"]) for b in batches)
-    rows = summarize(LABELS, seconds, args.updates, tokens)
+    rows = summarize(LABELS[:len(trainers)], seconds, args.updates, tokens)
     markdown = to_markdown(COLUMNS, rows, f"Settings: {settings_line(args, tokens / len(batches))}.")
     markdown += f"\n\nPASS update / stock update: {rows[1]['time_over_stock']}"
+    if args.kd:
+        markdown += (f"\nPASS + KD update / stock update: {rows[2]['time_over_stock']}; / PASS update:"
+                     f" {round(rows[2]['time_over_stock'] / rows[1]['time_over_stock'], 3)}")
     print(markdown)
     write_tables(markdown, rows, args.markdown, args.csv)
     return 0

@@ -1,4 +1,4 @@
-"""Every ``--pass-*`` flag of the plugin with its help text.
+"""Every flag of the plugin (``--pass-*``, and ``--kd-*`` for distillation) with its help text.
 
 ``fairseq-train --help`` prints its help at the first of its two parsing passes, before it
 adds the flags of the chosen model, task, criterion and optimizer, so the plugin's flags
@@ -11,6 +11,7 @@ from typing import List, Optional
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 
 from pass_fairseq.cli import quiet_fairseq_logging
+from pass_fairseq.criterions.distillation import DistillationConfig
 from pass_fairseq.criterions.pass_regularizer import PassRegularizerConfig
 from pass_fairseq.models.gating import add_gate_args
 from pass_fairseq.models.pruned import add_pruned_args
@@ -18,11 +19,15 @@ from pass_fairseq.optim.pass_adam import PassAdamConfig
 from pass_fairseq.tasks.pass_schedule import PassScheduleConfig
 
 
+#: the prefixes of the plugin's own flags
+PREFIXES = ("--pass-", "--kd-")
+
+
 def _plugin_actions(add) -> List[argparse.Action]:
-    """The ``--pass-*`` options that ``add(parser)`` puts on a fresh parser."""
+    """The plugin's options (:data:`PREFIXES`) that ``add(parser)`` puts on a fresh parser."""
     parser = argparse.ArgumentParser(add_help=False)
     add(parser)
-    return [a for a in parser._actions if any(s.startswith("--pass-") for s in a.option_strings)]
+    return [a for a in parser._actions if any(s.startswith(PREFIXES) for s in a.option_strings)]
 
 
 #: (group title, what adds the group's flags); translation and language models share them
@@ -35,6 +40,8 @@ SOURCES = [
      lambda p: gen_parser_from_dataclass(p, PassScheduleConfig())),
     ("criterion --criterion pass_label_smoothed_cross_entropy / pass_cross_entropy",
      lambda p: gen_parser_from_dataclass(p, PassRegularizerConfig())),
+    ("criterion --criterion pass_label_smoothed_cross_entropy / label_smoothed_cross_entropy_kd (distillation)",
+     lambda p: gen_parser_from_dataclass(p, DistillationConfig())),
     ("optimizer --optimizer pass_adam", lambda p: gen_parser_from_dataclass(p, PassAdamConfig())),
 ]
 

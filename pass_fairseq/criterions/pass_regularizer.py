@@ -5,14 +5,16 @@ the criterion's own config). ``pass_label_smoothed_cross_entropy`` (translation)
 
     L = stock loss + R_pass + R_conc                                     (docs/method.md)
     R_pass = lambda * (sum_i pnb_i + |sN - sum_i q0_i| + |(1-s)N - sum_i q1_i|)
+           with (1-s)N = K_t, the scheduled target (``--pass-target-schedule``, K throughout by default)
     R_conc = lambda * lambda_c * sum_l (1 - prod_{i in H_l} q0_i)
     R_voita = l0_penalty * sum_i (1 - q0_i)
     R = 0                                                                (dsp, ste, fixed)
 
 lambda = pass_lambda_init * pass_lambda_factor ** lambda_steps
 (:meth:`PassRegularizerMixin.lambda_at`), where lambda_steps counts the epoch starts at which
-the gates were off target (``--pass-lambda-rule``); it is a model buffer
-(``pass_lambda_steps``) so it survives resume. The tensor logic is in
+the gates were off target (``--pass-lambda-rule``; while the target is still annealed down to
+K: more heads open than K_t); it is a model buffer (``pass_lambda_steps``) so it survives resume. K_t follows
+:func:`pass_fairseq.target_schedule.scheduled_target` over the updates of this run. The tensor logic is in
 :mod:`pass_fairseq.losses`, the gate counts in :func:`pass_fairseq.gates.count_gates`.
 
 Scaling: the reference adds R once to a batch's summed loss, and fairseq divides
@@ -22,8 +24,9 @@ micro-batch adds R / (update_freq x workers): R once per update, as in the refer
 ``--pass-reg-scaling token`` multiplies R by the micro-batch's sample size instead, so
 its weight relative to the per-token loss no longer depends on the batch size.
 
-No host sync in a forward pass: the epoch and lambda are host-side values set at each epoch
-start (:meth:`PassRegularizerMixin.begin_epoch`, called by the task), and every logged count
+No host sync in a forward pass: the epoch, lambda and the update count are host-side values
+set at each epoch start (:meth:`PassRegularizerMixin.begin_epoch`, called by the task) and
+after each update (:meth:`PassRegularizerMixin.step_update`), and every logged count
 stays a tensor until fairseq reduces the logs. The logged ``loss`` (train and valid) is the
 stock criterion's loss alone; ``pass_loss`` is the valid loss when the gates are on target
 and +inf otherwise (checkpoint selection).
@@ -47,6 +50,7 @@ from pass_fairseq.flag_checks import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, check
 from pass_fairseq.methods import METHOD_NAMES, method
 from pass_fairseq.models.gating import gate_counts, gated_attentions, schedule_state
 from pass_fairseq.presets import preset_value
+from pass_fairseq.target_schedule import TARGET_SCHEDULES, annealing, scheduled_target
 from pass_fairseq.tasks.pass_schedule import PASS_TASKS, PassScheduleMixin
 
 logger = logging.getLogger(__name__)
@@ -54,10 +58,11 @@ logger = logging.getLogger(__name__)
 PASS_METHODS = ChoiceEnum(list(METHOD_NAMES))
 REG_SCALINGS = ChoiceEnum(["update", "token"])
 LAMBDA_RULES = ChoiceEnum(["on-target", "clipped-count"])
+TARGET_SCHEDULE_NAMES = ChoiceEnum(list(TARGET_SCHEDULES))
 #: averaged per forward pass and logged as fairseq metrics
 LOGGED = ("pass_open", "pass_closed", "pass_nonbinary", "pass_modules_active", "pass_expected_open",
           "pass_lambda", "pass_reg", "pass_nb_term", "pass_closed_gap", "pass_open_gap", "pass_conc",
-          "pass_conc_weight", "pass_on_target", "pass_temperature")
+          "pass_conc_weight", "pass_on_target", "pass_temperature", "pass_target")
 
 
 @dataclass
@@ -71,6 +76,17 @@ class PassRegularizerConfig(FairseqDataclass):
     pass_target_heads: Optional[int] = field(
         default=None, metadata={"help": "K, the number of heads to keep (required for --pass-method pass, dsp"
                                         " and ste)"})
+    pass_target_schedule: TARGET_SCHEDULE_NAMES = field(
+        default="constant", metadata={"help": "the target of open heads R_pass asks for during training: constant"
+                                              " (K from the first update, the paper's), or annealed from all N heads"
+                                              " down to K over --pass-target-anneal-updates updates, linear or cubic"
+                                              " (Zhu & Gupta's gradual-pruning curve), then K; while it falls,"
+                                              " R_pass only pushes gates closed and lambda is multiplied at"
+                                              " epoch starts with more heads open than the target"
+                                              " (docs/method.md, 'Target schedule')"})
+    pass_target_anneal_updates: int = field(
+        default=150, metadata={"help": "updates of this run over which --pass-target-schedule linear or cubic"
+                                       " lowers the target from N to K"})
     pass_lambda_init: float = field(
         default=0.1, metadata={"help": "initial PASS weight lambda (the reference's 0.1)"})
     pass_lambda_factor: float = field(
@@ -125,6 +141,7 @@ class PassRegularizerMixin:
             fail(f"--pass-target-heads K is required with --pass-method {cfg.pass_method}")
         with exit_on_error():
             check_flags({"--pass-target-heads": (cfg.pass_target_heads, AT_LEAST_ONE),
+                         "--pass-target-anneal-updates": (cfg.pass_target_anneal_updates, NON_NEGATIVE),
                          "--pass-lambda-init": (cfg.pass_lambda_init, POSITIVE),
                          "--pass-lambda-factor": (cfg.pass_lambda_factor, AT_LEAST_ONE),
                          "--pass-l0-penalty": (cfg.pass_l0_penalty, NON_NEGATIVE),
@@ -134,6 +151,11 @@ class PassRegularizerMixin:
                          "--pass-conc-end-epoch": (cfg.pass_conc_end_epoch, AT_LEAST_ONE)})
         self.method = str(cfg.pass_method)
         self.target_heads = cfg.pass_target_heads
+        self.target_schedule = str(cfg.pass_target_schedule)
+        self.anneal_updates = cfg.pass_target_anneal_updates
+        if self.target_schedule != "constant" and method(self.method).regulariser != "pass":
+            fail(f"--pass-target-schedule {self.target_schedule} anneals the target of PASS's regulariser:"
+                 f" --pass-method {self.method} has none; drop the flag")
         self.lambda_init, self.lambda_factor = cfg.pass_lambda_init, cfg.pass_lambda_factor
         self.lambda_rule = str(preset_value(task.cfg.pass_preset, "lambda_rule", cfg.pass_lambda_rule))
         self.l0_penalty = cfg.pass_l0_penalty
@@ -151,6 +173,7 @@ class PassRegularizerMixin:
         self.world_size = max(1, cfg.distributed_world_size)
         self.epoch = None  # host-side copies of the schedule, set by the task at each epoch start
         self.lam = None
+        self.num_updates = 0  # and after every update (step_update)
 
     def check_model(self, num_heads: Optional[int]) -> None:
         """Called by the task once the model exists."""
@@ -166,22 +189,37 @@ class PassRegularizerMixin:
         pass_lambda_init * pass_lambda_factor ** lambda_steps (the module docstring)."""
         return self.lambda_init * self.lambda_factor ** int(lambda_steps)
 
-    def set_schedule(self, epoch: int, lambda_steps: int) -> None:
+    def set_schedule(self, epoch: int, lambda_steps: int, num_updates: int) -> None:
         """The host-side copies of the schedule for the epoch that starts (no forward pass
         reads a device buffer)."""
         self.epoch = max(1, int(epoch))
         self.lam = self.lambda_at(lambda_steps)
+        self.num_updates = int(num_updates)
+
+    def step_update(self, num_updates: int) -> None:
+        """Called by the task after every update: the updates of this run so far."""
+        self.num_updates = int(num_updates)
+
+    def target_now(self, num_heads: int) -> float:
+        """K_t, the target of open heads for the current update (``--pass-target-schedule``)."""
+        return scheduled_target(self.num_updates, num_heads, self.target_heads, self.target_schedule,
+                                self.anneal_updates)
 
     def _schedule(self, model):
         """(epoch, lambda); read from the model's buffers (one sync) only before an epoch start
         ever set them, e.g. when a tool runs the criterion outside fairseq-train."""
         if self.epoch is None:
             state = schedule_state(model)
-            self.set_schedule(int(state.pass_epoch), int(state.pass_lambda_steps))
+            self.set_schedule(int(state.pass_epoch), int(state.pass_lambda_steps), int(state.pass_num_updates))
         return self.epoch, self.lam
 
     def off_target(self, epoch: int, model) -> bool:
-        """Whether this epoch start multiplies lambda (``--pass-lambda-rule``)."""
+        """Whether this epoch start multiplies lambda (``--pass-lambda-rule``); while the target
+        is annealed, whether more heads are open than the scheduled target K_t (the gates lag
+        behind it)."""
+        if annealing(self.num_updates, self.target_schedule, self.anneal_updates):
+            target = self.target_now(sum(m.num_heads for _, m in gated_attentions(model)))
+            return epoch >= 2 and int(gate_counts(model).open) > target + 1e-6  # (float round-off of K_t)
         gates = [m.gate for _, m in gated_attentions(model)]
         if self.lambda_rule == "clipped-count":
             at_bound = int(sum(int(g.is_clipped_closed().sum()) for g in gates))
@@ -195,13 +233,15 @@ class PassRegularizerMixin:
         within it), PASS multiplies lambda while off target (a step in the model's
         ``pass_lambda_steps`` buffer, which survives resume); then the host-side copies."""
         state = schedule_state(model)
+        self.num_updates = int(state.pass_num_updates)
         if new_epoch and self.method == "pass" and self.off_target(epoch, model):
             state.pass_lambda_steps += 1
-        self.set_schedule(epoch, int(state.pass_lambda_steps))
+        self.set_schedule(epoch, int(state.pass_lambda_steps), self.num_updates)
         if new_epoch and self.method == "pass":
             counts = gate_counts(model).as_ints()
+            target = self.target_now(sum(m.num_heads for _, m in gated_attentions(model)))
             logger.info(f"pass: epoch {epoch}: {counts['open']} open, {counts['closed']} closed, "
-                        f"{counts['nonbinary']} non-binary; lambda {self.lam:g}")
+                        f"{counts['nonbinary']} non-binary; target {target:g}, lambda {self.lam:g}")
 
     def concentrator_on(self, epoch: int) -> bool:
         return self.concentrator and self.conc_start <= epoch <= self.conc_end
@@ -216,6 +256,7 @@ class PassRegularizerMixin:
         nb, closed_gap, open_gap, conc, conc_weight = zero, zero, zero, zero, zero
         regulariser = method(self.method).regulariser
         group = schedule_state(model).subset_group
+        target = float(self.target_heads or 0)
         if regulariser is None:  # dsp, ste, fixed: no R; the deterministic gates are the expected ones
             lam, reg, expected_open = 0.0, zero, counts.open.float()
         else:
@@ -227,7 +268,9 @@ class PassRegularizerMixin:
                 lam = self.l0_penalty
                 reg = lam * losses.expected_l0(q0)
             else:
-                nb, closed_gap, open_gap = losses.pass_terms(q0, q1, 1.0 - q0 - q1, self.target_heads)
+                target = self.target_now(q0.numel())
+                ceiling = annealing(self.num_updates, self.target_schedule, self.anneal_updates)
+                nb, closed_gap, open_gap = losses.pass_terms(q0, q1, 1.0 - q0 - q1, target, ceiling)
                 reg = lam * (nb + closed_gap + open_gap)
                 if self.concentrator_on(epoch):
                     conc = losses.concentrator(q0s)
@@ -245,6 +288,7 @@ class PassRegularizerMixin:
             "pass_conc_weight": conc_weight.detach(),
             "pass_on_target": counts.on_target(self.target_heads).float(),
             "pass_temperature": float(group.temperature or 0.0) if group else 0.0,
+            "pass_target": target,
         }
         return reg, log
 

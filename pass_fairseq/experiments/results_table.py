@@ -9,7 +9,8 @@
 * ``tuning.md``: every tuning try (valid sacreBLEU at the first K) and where its method used it;
 * ``comparison.md``: per K, every method against PASS and against the equal-budget control
   (differences of mean sacreBLEU, with their range over every pairing of seeds), and where
-  its heads sit per module kind;
+  its heads sit per module kind; a method fine-tuned for E epochs instead of the config's
+  (named ``<method>-<E>ep``) is measured against ``pass-<E>ep`` and ``control-<E>ep``;
 * ``bleu_vs_k.png`` (test BLEU against K per method, the unpruned base and the equal-budget
   control as lines), ``bleu_vs_speedup.png`` (the trade-off a user chooses on) and
   ``gates_k16.png`` (kept heads per module kind and layer of every method at K = 16);
@@ -23,16 +24,30 @@ import glob
 import json
 import math
 import os
+import re
 import statistics
 from collections import defaultdict
 from typing import Dict, List, Optional
 
 from pass_fairseq.files import atomic_write
 
-#: the rows drawn as horizontal lines (no pruning) rather than as a curve over K
+#: the rows drawn as horizontal lines (no pruning) rather than as a curve over K: the base, and
+#: every method or label starting with "control" (the equal-budget controls: with KD, 2x updates)
 CONTROLS = ("base", "control")
 #: what comparison.md measures every method against: PASS, and the equal-budget control
 COMPARED_WITH = ("pass", "control")
+_BUDGET = re.compile(r"-\d+ep$")
+
+
+def is_control(name: str) -> bool:
+    """Whether the method or label ``name`` is an unpruned row (:data:`CONTROLS`)."""
+    return name == CONTROLS[0] or name.startswith(CONTROLS[1])
+
+
+def budget_suffix(method: str) -> str:
+    """``-16ep`` for a method fine-tuned for 16 epochs instead of the config's, else ''."""
+    match = _BUDGET.search(method)
+    return match.group(0) if match else ""
 CSV_FIELDS = ["method", "label", "try", "tuning", "heads", "seed", "kept_heads", "modules_active", "on_target", "own_kept",
               "valid_bleu", "test_bleu", "test_ding", "test_libreoffice", "speedup", "time_over_ideal",
               "finetune_seconds", "updates", "selected"]
@@ -169,15 +184,16 @@ def comparison_rows(runs: List[dict]) -> List[dict]:
         if modules:
             kinds[key].append(heads_per_kind(modules))
     reference, control = COMPARED_WITH
-    control_scores = next((v for (method, _), v in scores.items() if method == control), None)
+    controls = {method: v for (method, _), v in scores.items() if method.startswith(control)}
     out = []
-    for target_heads in sorted({k for (method, k) in scores if method not in CONTROLS}):
-        pass_scores = scores.get((reference, target_heads))
-        methods = sorted((m for (m, k) in scores if k == target_heads and m not in CONTROLS),
+    for target_heads in sorted({k for (method, k) in scores if not is_control(method)}):
+        methods = sorted((m for (m, k) in scores if k == target_heads and not is_control(m)),
                          key=lambda m: -statistics.mean(scores[m, target_heads]["test"] or [-math.inf]))
         for method in methods:
             own, per_kind = scores[method, target_heads], kinds.get((method, target_heads))
-            versus_pass = method != reference and pass_scores
+            pass_scores = scores.get((reference + budget_suffix(method), target_heads))
+            control_scores = controls.get(control + budget_suffix(method))
+            versus_pass = method != reference + budget_suffix(method) and pass_scores
             out.append({
                 "K": target_heads, "method": labels[method], "seeds": len(own["test"]), "test BLEU": _mean_spread(own["test"]),
                 "test - pass": seed_difference(own["test"], pass_scores["test"]) if versus_pass else "-",
@@ -252,7 +268,7 @@ def plot(results_dir: str, rows: Optional[List[dict]] = None) -> List[str]:
     for label, points in sorted(by_label.items()):
         targets = sorted(points)
         means = [statistics.mean(points[k]) for k in targets]
-        if label in CONTROLS:
+        if is_control(label):
             ax.axhline(means[0], label=label, **styles[label])
             continue
         ax.plot(targets, means, label=label, **styles[label])
@@ -299,13 +315,15 @@ def method_styles(plt, labels) -> Dict[str, dict]:
 def _finetune_curves(plt, csv_path: str, path: str, styles: Dict[str, dict], target_heads: int = 16) -> str:
     """Over the fine-tune's updates, for the first seed of every method at ``target_heads`` (and the
     control): the open heads of the methods whose count moves (left; the others hold exactly
-    K throughout) and the training NLL (right); ``styles``: :func:`method_styles`."""
+    K throughout), with the target of a scheduled one (``--pass-target-schedule``), and the
+    training NLL (right); ``styles``: :func:`method_styles`."""
     curves: Dict[tuple, List[dict]] = defaultdict(list)  # (label, run) -> its rows
     with open(csv_path, encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     seeds = first_seeds(rows)
     for r in rows:
-        if (int(r["heads"]) == target_heads or r["method"] in CONTROLS) and int(r["seed"]) == seeds[r["method"], int(r["heads"])]:
+        if (int(r["heads"]) == target_heads or is_control(r["method"])) and \
+                int(r["seed"]) == seeds[r["method"], int(r["heads"])]:
             curves[r["label"], r["run"]].append(r)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for (label, _), points in sorted(curves.items()):
@@ -315,6 +333,10 @@ def _finetune_curves(plt, csv_path: str, path: str, styles: Dict[str, dict], tar
         style = {k: v for k, v in styles.get(label, {}).items() if k != "marker"}
         if opened and len(set(opened)) > 1:
             left.plot(updates, opened, label=label, **style)
+        target = [(n, float(p["pass_target"])) for n, p in zip(updates, points) if p.get("pass_target")]
+        if target and len({t for _, t in target}) > 1:  # a scheduled target: thin, in the method's colour
+            left.plot(*zip(*target), color=style.get("color"), linewidth=0.8, linestyle=":",
+                      label=f"{label}: scheduled target")
         right.plot(updates, [float(p["nll_loss"]) for p in points], label=label, **style)
     left.axhline(target_heads, color="gray", linewidth=0.8)
     left.set_ylabel("open heads (mean over the log interval)")

@@ -29,7 +29,7 @@ from dataclasses import replace
 from typing import Dict, List, Optional
 
 from pass_fairseq.bench.variants import pruned_label
-from pass_fairseq.checkpoints import load_checkpoint
+from pass_fairseq.checkpoints import load_checkpoint, weights_fingerprint
 from pass_fairseq.errors import PassError
 from pass_fairseq.experiments import evaluation
 from pass_fairseq.experiments.jobs import JobError, check, run, tool
@@ -68,6 +68,28 @@ def ensure_base(sweep: Sweep) -> None:
     check(run(sweep.base_command(), log, append=True), "base training (fairseq-train)", log)
 
 
+def check_base(sweep: Sweep) -> str:
+    """``RESULTS/base.json``: the fingerprint of the base every finished run was fine-tuned
+    from. The base lives outside the checkout, so another machine or session trains it again
+    from the same command: written the first time, compared every other time, so that no table
+    mixes bases (a JobError when the base here is not that one)."""
+    fingerprint = weights_fingerprint(load_checkpoint(sweep.base_checkpoint)["model"])
+    path = os.path.join(sweep.results, "base.json")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            recorded = json.load(f)["weights_sha256"]
+        if recorded != fingerprint:
+            raise JobError(f"the base at {sweep.base_checkpoint} is not the one the finished runs in"
+                           f" {sweep.results}/runs were fine-tuned from (weights {fingerprint[:12]}, recorded"
+                           f" {recorded[:12]} in {path}): train it again on a machine that reproduces it, or start a"
+                           " new results folder")
+        return fingerprint
+    write_json(path, {"weights_sha256": fingerprint, "updates": checkpoint_updates(sweep.base_checkpoint),
+                      "command": " ".join(os.path.basename(c) if i == 0 else c
+                                          for i, c in enumerate(sweep.base_command()))}, indent=1)
+    return fingerprint
+
+
 def write_base_curve(sweep: Sweep) -> str:
     """``RESULTS/base_curve.csv``: the base's validation loss and perplexity at every epoch end,
     from its training log."""
@@ -81,8 +103,9 @@ def write_base_curve(sweep: Sweep) -> str:
     return path
 
 
-#: the training-log means that ``finetune_curves.csv`` holds (the gate counts: gated runs only)
-CURVE_KEYS = ("nll_loss", "pass_open", "pass_nonbinary")
+#: the training-log means that ``finetune_curves.csv`` holds (the gate counts: gated runs only;
+#: the scheduled target: runs whose logs have it)
+CURVE_KEYS = ("nll_loss", "pass_open", "pass_nonbinary", "pass_target")
 #: the columns of ``finetune_curves.csv``: the run, then one train_inner line's means
 FINETUNE_CURVE_FIELDS = ["run", "method", "label", "heads", "seed", "updates", *CURVE_KEYS]
 
@@ -108,8 +131,12 @@ def write_finetune_curves(sweep: Sweep) -> str:
             continue
         with open(log, encoding="utf-8", errors="replace") as f:
             text = f.read()
-        stock = {key: "" for key in CURVE_KEYS[1:]}  # a stock run's log has no gate counts
-        curve = train_curve(text, CURVE_KEYS) or [(n, dict(v, **stock)) for n, v in train_curve(text, CURVE_KEYS[:1])]
+        curve = []
+        for present in (len(CURVE_KEYS), len(CURVE_KEYS) - 1, 1):  # all; no target (older logs); stock: the NLL
+            missing = {key: "" for key in CURVE_KEYS[present:]}
+            curve = [(n, dict(v, **missing)) for n, v in train_curve(text, CURVE_KEYS[:present])]
+            if curve:
+                break
         rows[spec.name] = [dict(values, run=spec.name, method=spec.method, label=spec.label or spec.method,
                                 heads=spec.target_heads, seed=spec.seed, updates=n) for n, values in curve]
     with atomic_write(path, newline="") as f:
@@ -284,6 +311,7 @@ def run_sweep(sweep: Sweep, only: Optional[List[str]] = None) -> int:
     if not todo:
         return 0
     ensure_base(sweep)
+    check_base(sweep)
     write_base_curve(sweep)
     data = shard_data(sweep)
     failed = 0

@@ -18,7 +18,9 @@ too little time).
 Every run writes ``RESULTS/runs/<method>-k<K>-s<seed>.json`` when it has finished; a run with
 that file is skipped, and an interrupted fine-tune resumes from its ``checkpoint_last.pt``
 (fairseq's own resume), so the sweep can be stopped and started again across sessions.
-``{K}`` and ``{seed}`` in a run's flags are replaced by its head count and seed; ``seeds``
+``{K}``, ``{seed}`` and ``{base}`` in a run's flags are replaced by its head count, its seed and
+the base's checkpoint (the teacher of ``--kd-teacher {base}``); ``"epochs"`` in an entry gives
+its fine-tunes more (or fewer) epochs over the same shards than ``finetune`` (a 2x budget); ``seeds``
 (default [1]) can be overridden per K with ``seeds_at`` ({"16": [1, 2, 3]}). Runs go in
 rounds: every method's first K, then every method's second K, and so on.
 
@@ -35,11 +37,13 @@ flags do not depend on K (no ``{K}``, no ``prepare``) shares one fine-tune acros
 ``"strongest_baseline": {"among": ["dsp", ...], "heads": 16, "seeds": [2, 3]}``: once every
 listed method's first-seed run at that K has finished, the one with the best valid sacreBLEU
 is run again with those of ``seeds`` that its entry does not list already (:meth:`Sweep.all_runs`;
-a running sweep picks them up).
+a running sweep picks them up). Optional: ``"also_heads": [8, 32]`` gives it a first-seed run
+at those K's too, and ``"also_epochs": [16]`` a run at its K with that many fine-tune epochs
+(method ``<method>-<E>ep``, its tries chosen as its own).
 """
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional
 
 from pass_fairseq.bench.variants import CHECKPOINT_NAME, CHECKPOINT_NAME_RULE
@@ -101,6 +105,9 @@ def _check_config(raw, path: str) -> None:
         if not isinstance(entry["heads"], list) or not entry["heads"] or \
                 not all(isinstance(k, int) and k >= 1 for k in entry["heads"]):
             raise SweepConfigError(f"{path}: {entry['method']}: \"heads\" must be a list of head counts K >= 1")
+        epochs = entry.get("epochs")
+        if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1):
+            raise SweepConfigError(f"{path}: {entry['method']}: \"epochs\" must be a number of epochs >= 1")
         unknown = sorted(set(entry) - set(RUN_KEYS))
         if unknown:
             raise SweepConfigError(f"{path}: {entry['method']}: unknown key {', '.join(unknown)}"
@@ -134,6 +141,7 @@ class RunSpec:
     tuning: bool = False  #: a tuning run: one try at the first K and seed
     shared_finetune: bool = False  #: the fine-tune does not depend on K: one serves every K
     score_own_mask: bool = False  #: tuning runs also score the model pruned to its own kept heads
+    epochs: Optional[int] = None  #: the fine-tune's epochs, when not the config's ``finetune`` epochs
 
     @property
     def name(self) -> str:
@@ -161,20 +169,26 @@ class RunSpec:
 
 #: the keys of a config's run entry: RunSpec's fields a config sets, and the K's and seeds
 RUN_KEYS = ("method", "heads", "seeds", "seeds_at", "flags", "arch", "prepare", "select", "prune", "label", "train",
-            "tries", "choose", "tries_from", "score_own_mask")
+            "tries", "choose", "tries_from", "score_own_mask", "epochs")
 
 
-def _fill(flags: List[str], target_heads: int, seed: int) -> List[str]:
-    return [f.replace("{K}", str(target_heads)).replace("{seed}", str(seed)) for f in flags]
+def _fill(flags: List[str], target_heads: int, seed: int, base: str) -> List[str]:
+    return [f.replace("{K}", str(target_heads)).replace("{seed}", str(seed)).replace("{base}", base) for f in flags]
 
 
-def _run_spec(entry: Dict, target_heads: int, seed: int, **extra) -> RunSpec:
-    """A config entry's run at K = ``target_heads`` and ``seed`` ({K} and {seed} filled in its flags)."""
+def base_checkpoint(base: Dict) -> str:
+    """The base's checkpoint, in the config's ``"base"`` folder."""
+    return os.path.join(base["dir"], "checkpoint_last.pt")
+
+
+def _run_spec(entry: Dict, target_heads: int, seed: int, base: str, **extra) -> RunSpec:
+    """A config entry's run at K = ``target_heads`` and ``seed`` ({K}, {seed} and {base}, the
+    base's checkpoint, filled in its flags)."""
     spec = {key: v for key, v in entry.items() if key not in ("heads", "seeds", "seeds_at")}
     templates = [entry.get("flags", [])] + list(entry.get("tries", {}).values())
     shared = entry.get("prepare") is None and not any("{K}" in f for t in templates for f in t)
-    tries = {name: _fill(f, target_heads, seed) for name, f in entry.get("tries", {}).items()}
-    return RunSpec(**dict(spec, flags=_fill(entry.get("flags", []), target_heads, seed), tries=tries),
+    tries = {name: _fill(f, target_heads, seed, base) for name, f in entry.get("tries", {}).items()}
+    return RunSpec(**dict(spec, flags=_fill(entry.get("flags", []), target_heads, seed, base), tries=tries),
                    target_heads=target_heads, seed=seed, shared_finetune=shared, **extra)
 
 
@@ -208,6 +222,7 @@ class Sweep:
             raise SweepConfigError(f"{path}: not JSON ({e})")
         _check_config(raw, path)
         runs = []
+        base = base_checkpoint(raw["base"])
         entries = [dict(e) for e in raw["runs"]]
         by_method = {e["method"]: e for e in entries}
         for entry in entries:
@@ -228,10 +243,10 @@ class Sweep:
             for j in range(max(len(seeds) for _, _, seeds in batch)):
                 for entry, target_heads, seeds in batch:
                     if i == j == 0 and entry.get("tries") and not entry.get("tries_from"):  # its tuning runs
-                        runs += [_run_spec(entry, target_heads, seeds[0], try_name=t, tuning=True)
+                        runs += [_run_spec(entry, target_heads, seeds[0], base, try_name=t, tuning=True)
                                  for t in entry["tries"]]
                     if j < len(seeds):
-                        runs.append(_run_spec(entry, target_heads, seeds[j]))
+                        runs.append(_run_spec(entry, target_heads, seeds[j], base))
         names = [r.name for r in runs]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -273,8 +288,15 @@ class Sweep:
         method = self.strongest_baseline()
         if method is None:
             return list(self.runs)
-        k, listed = self.strongest["heads"], {r.name for r in self.runs}
-        extra = [_run_spec(self.entries[method], k, seed) for seed in self.strongest["seeds"]]
+        k, listed, base = self.strongest["heads"], {r.name for r in self.runs}, self.base_checkpoint
+        entry = self.entries[method]
+        first_seed = entry.get("seeds", [1])[0]
+        extra = [_run_spec(entry, k, seed, base) for seed in self.strongest["seeds"]]
+        extra += [_run_spec(entry, other, first_seed, base) for other in self.strongest.get("also_heads", [])]
+        for epochs in self.strongest.get("also_epochs", []):
+            longer = dict(entry, method=f"{method}-{epochs}ep", epochs=epochs,
+                          tries_from=entry.get("tries_from") or (method if entry.get("tries") else None))
+            extra.append(_run_spec(longer, k, first_seed, base))
         return self.runs + [r for r in extra if r.name not in listed]
 
     def independent_methods(self) -> List[str]:
@@ -312,7 +334,7 @@ class Sweep:
 
     @property
     def base_checkpoint(self) -> str:
-        return os.path.join(self.base["dir"], "checkpoint_last.pt")
+        return base_checkpoint(self.base)
 
     def result_path(self, spec: RunSpec) -> str:
         return os.path.join(self.results, "runs", spec.name + ".json")
@@ -352,7 +374,8 @@ class Sweep:
         return recipes.base_command(self.data_bin, self.base["dir"], self.base["updates"], self.width)
 
     def finetune_command(self, spec: RunSpec, data: str, init: str, save_dir: str) -> List[str]:
-        """The same fine-tune for every method (shards, epochs, learning rate, batch size), then
-        the run's method flags."""
-        return recipes.finetune_command(data, init, save_dir, self.budget, spec.seed, gated=spec.arch == "gated",
+        """The same fine-tune for every method (shards, epochs, learning rate, batch size; the
+        entry's own ``"epochs"`` for a larger budget), then the run's method flags."""
+        budget = self.budget if spec.epochs is None else replace(self.budget, epochs=spec.epochs)
+        return recipes.finetune_command(data, init, save_dir, budget, spec.seed, gated=spec.arch == "gated",
                                         method_flags=spec.all_flags, width=self.width)

@@ -13,7 +13,8 @@ It builds the stock model and gates it, draws subset gates once per training for
 the model's ``forward``), and holds the schedule state as persistent buffers, because
 fairseq restores the model on resume but not the task: ``pass_epoch`` (the last epoch whose
 start was handled), ``pass_lambda_steps`` (how often lambda has been multiplied) and
-``pass_num_updates`` (the updates of this run, which the soft top-K temperature follows).
+``pass_num_updates`` (the updates of this run, which the soft top-K temperature and PASS's target
+schedule follow).
 """
 from typing import List, Optional, Tuple
 

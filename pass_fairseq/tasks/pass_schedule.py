@@ -17,7 +17,8 @@ fairseq calls no model, criterion or optimizer hook at an epoch start, only
 Clipping and reopening are Hard Concrete schedules, run for ``--pass-method pass`` and
 ``voita`` only (:mod:`pass_fairseq.methods`). Subset gates (``dsp``) get the soft top-K
 temperature instead, annealed with the updates of this run (the model's ``pass_num_updates``
-buffer carries the count over a resume).
+buffer carries the count over a resume); the PASS criterion's target schedule
+(``--pass-target-schedule``) follows the same count, handed to it after every update.
 
 Fresh run or resume: fairseq hands the task its own entry of a checkpoint's extra state
 (:meth:`PassScheduleMixin.set_checkpoint_dict`) only when it resumes a run
@@ -252,6 +253,8 @@ class PassScheduleMixin:
         if gates:
             schedule_state(model).pass_num_updates.fill_(update_num + 1)
             self.set_temperature(model, update_num + 1)
+            if hasattr(self.criterion, "step_update"):  # the PASS target schedule
+                self.criterion.step_update(update_num + 1)
         if not self.clips_and_reopens:
             return
         clamp = self.clip_when == "update" or self._clamp_pending
