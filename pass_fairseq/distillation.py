@@ -23,8 +23,8 @@ def word_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mas
     t = float(temperature)
     student = F.log_softmax(student_logits.float() / t, dim=-1)
     teacher = F.log_softmax(teacher_logits.detach().float() / t, dim=-1)
-    kl = (teacher.exp() * (teacher - student)).sum(-1)
-    return (t * t) * kl.masked_select(mask).sum()
+    kl = F.kl_div(student, teacher, reduction="none", log_target=True).sum(-1)  # sum_v p_T (log p_T - log p_S)
+    return (t * t) * (kl * mask.to(kl.dtype)).sum()  # a product, not a selection: no host sync
 
 
 def mix(stock_loss: torch.Tensor, kd_loss: torch.Tensor, weight: float) -> torch.Tensor:

@@ -636,8 +636,9 @@ def test_base_placeholder_and_own_epochs_give_kd_and_longer_fine_tunes(tmp_path)
 
 def test_the_strongest_baseline_also_runs_at_other_ks_and_with_a_longer_budget(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    config = dict(STRONGEST, strongest_baseline=dict(STRONGEST["strongest_baseline"], also_heads=[8, 32],
-                                                     also_epochs=[6]))
+    runs = [dict(r, label="ste, tuned") if r["method"] == "ste" else r for r in STRONGEST["runs"]]
+    config = dict(STRONGEST, runs=runs, strongest_baseline=dict(STRONGEST["strongest_baseline"], also_heads=[8, 32],
+                                                                also_epochs=[6]))
     sweep = Sweep.load(write_config(tmp_path, config))
     _finished(sweep, "dsp-k16-s1", 14.0)
     _finished(sweep, "ste-k16-s1", 15.0)
@@ -647,6 +648,12 @@ def test_the_strongest_baseline_also_runs_at_other_ks_and_with_a_longer_budget(t
     command = sweep.finetune_command(longer, "DATA", "base.pt", "out")
     ste = next(r for r in sweep.runs if r.name == "ste-k16-s1")
     assert command[command.index("--max-epoch") + 1] == "6" and longer.flags == ste.flags
+    assert (longer.label, ste.label) == ("ste, tuned, 6 epochs", "ste, tuned")  # its own row in tables and plots
+    for bad, says in (({"also_heads": "8"}, '"also_heads" must be a list of numbers >= 1'),
+                      ({"also_epoch": [6]}, "not also_epoch")):
+        config = dict(STRONGEST, strongest_baseline=dict(STRONGEST["strongest_baseline"], **bad))
+        with pytest.raises(JobError, match=says):
+            Sweep.load(write_config(tmp_path, config))
 
 
 def test_the_base_is_fingerprinted_once_and_a_different_base_is_refused(tmp_path, monkeypatch):
@@ -665,6 +672,10 @@ def test_the_base_is_fingerprinted_once_and_a_different_base_is_refused(tmp_path
     weights["w"][0] = 2.0
     torch.save({"model": weights, "optimizer_history": [{"num_updates": 100}]}, sweep.base_checkpoint)
     with pytest.raises(JobError, match="is not the one the finished runs in results/runs were fine-tuned from"):
+        sweep_module.check_base(sweep)
+    os.remove("results/base.json")  # finished runs, but no record of their base: refused too
+    _finished(sweep, "control-k72-s1", 14.0)
+    with pytest.raises(JobError, match="base.json is missing, but 1 finished runs"):
         sweep_module.check_base(sweep)
 
 

@@ -83,8 +83,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             done = "finished" if os.path.isfile(sweep.result_path(spec)) else "to do"
             print(f"{spec.name:<28} {done}")
         if sweep.strongest and sweep.strongest_baseline() is None:
-            print(f"(then the strongest of {', '.join(sweep.strongest['among'])} at K = {sweep.strongest['heads']} "
-                  f"with seeds {sweep.strongest['seeds']})")
+            best = sweep.strongest
+            also = "".join(f", one run at K = {k}" for k in best.get("also_heads", []))
+            also += "".join(f", one with {e} epochs" for e in best.get("also_epochs", []))
+            print(f"(then the strongest of {', '.join(best['among'])} at K = {best['heads']} with seeds"
+                  f" {best['seeds']}{also})")
         return 0
     only = [m for m in (args.only or "").split(",") if m]
     unknown = sorted(set(only) - {s.method for s in sweep.all_runs()} - set(names))

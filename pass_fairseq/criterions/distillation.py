@@ -7,8 +7,8 @@ control) carry it, so that every row of a comparison can get the same distillati
 With ``--kd-teacher CKPT`` the training loss is (1 - alpha) L_stock + alpha L_KD
 (:mod:`pass_fairseq.distillation`, alpha ``--kd-weight``, temperature ``--kd-temperature``):
 the teacher is the checkpoint being pruned (the base), built with the task's dictionaries, in
-eval mode (no dropout), with no gradient, moved to the student's device and dtype at the
-first forward pass. It is held outside the criterion's modules, so fairseq neither trains
+eval mode (no dropout), with no gradient, moved to the device and dtype of the student's
+weights at the first forward pass. It is held outside the criterion's modules, so fairseq neither trains
 it, nor wraps it for DDP, nor saves it in the student's checkpoints. Validation is the stock
 loss alone (no teacher pass); the logged ``loss`` is the stock loss in training too, and
 ``kd_loss`` (bits per token, like ``loss``) is logged beside it.
@@ -38,7 +38,8 @@ class DistillationConfig(FairseqDataclass):
                                         " loss + --kd-weight x T^2 KL(teacher || student) per target token;"
                                         " the teacher is frozen in eval mode (docs/method.md, 'Distillation')"})
     kd_weight: float = field(
-        default=0.5, metadata={"help": "alpha, the weight of the distillation loss (with --kd-teacher)"})
+        default=0.5, metadata={"help": "alpha in (0, 1], the weight of the distillation loss (with --kd-teacher;"
+                                       " 1: distillation alone)"})
     kd_temperature: float = field(
         default=1.0, metadata={"help": "T, the softmax temperature of teacher and student in the distillation"
                                        " loss (with --kd-teacher)"})
@@ -95,10 +96,12 @@ class DistillationMixin:
     def teacher(self) -> Optional[torch.nn.Module]:
         return self._teacher[0] if self._teacher else None
 
-    def teacher_logits(self, sample, like: torch.Tensor) -> torch.Tensor:
-        """The teacher's logits for ``sample``, on the device and in the dtype of ``like``."""
+    def teacher_logits(self, sample, student) -> torch.Tensor:
+        """The teacher's logits for ``sample``, its weights on the device and in the dtype of the
+        ``student``'s (fp16 after ``--fp16``'s ``model.half()``; fp32 under ``--amp``, where
+        autocast runs the teacher's forward pass as it runs the student's)."""
         teacher = self.teacher
-        first = next(teacher.parameters())
+        first, like = next(teacher.parameters()), next(student.parameters())
         if first.device != like.device or first.dtype != like.dtype:
             teacher.to(device=like.device, dtype=like.dtype)
         teacher.eval()
@@ -111,7 +114,7 @@ class DistillationMixin:
         if self.teacher is None or not model.training or not reduce:
             return loss, nll_loss
         student = net_output[0]
-        teacher = self.teacher_logits(sample, student)
+        teacher = self.teacher_logits(sample, model)
         target = model.get_targets(sample, net_output)
         prefix = getattr(self, "ignore_prefix_size", 0)
         if prefix > 0:

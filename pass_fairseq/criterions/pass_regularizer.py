@@ -5,7 +5,8 @@ the criterion's own config). ``pass_label_smoothed_cross_entropy`` (translation)
 
     L = stock loss + R_pass + R_conc                                     (docs/method.md)
     R_pass = lambda * (sum_i pnb_i + |sN - sum_i q0_i| + |(1-s)N - sum_i q1_i|)
-           with (1-s)N = K_t, the scheduled target (``--pass-target-schedule``, K throughout by default)
+           with (1-s)N = K_t, the scheduled target (``--pass-target-schedule``, K throughout by
+           default); while K_t > K the gaps are max(0, sN - sum_i q0_i) and max(0, sum_i q1_i - (1-s)N)
     R_conc = lambda * lambda_c * sum_l (1 - prod_{i in H_l} q0_i)
     R_voita = l0_penalty * sum_i (1 - q0_i)
     R = 0                                                                (dsp, ste, fixed)
@@ -59,7 +60,8 @@ PASS_METHODS = ChoiceEnum(list(METHOD_NAMES))
 REG_SCALINGS = ChoiceEnum(["update", "token"])
 LAMBDA_RULES = ChoiceEnum(["on-target", "clipped-count"])
 TARGET_SCHEDULE_NAMES = ChoiceEnum(list(TARGET_SCHEDULES))
-#: averaged per forward pass and logged as fairseq metrics
+#: averaged per forward pass and logged as fairseq metrics (``pass_target``: K_t for PASS, K for
+#: dsp, ste and fixed, 0 for Voita, which aims at no count)
 LOGGED = ("pass_open", "pass_closed", "pass_nonbinary", "pass_modules_active", "pass_expected_open",
           "pass_lambda", "pass_reg", "pass_nb_term", "pass_closed_gap", "pass_open_gap", "pass_conc",
           "pass_conc_weight", "pass_on_target", "pass_temperature", "pass_target")
@@ -86,7 +88,7 @@ class PassRegularizerConfig(FairseqDataclass):
                                               " (docs/method.md, 'Target schedule')"})
     pass_target_anneal_updates: int = field(
         default=150, metadata={"help": "updates of this run over which --pass-target-schedule linear or cubic"
-                                       " lowers the target from N to K"})
+                                       " lowers the target from N to K (0: K at once; unused with constant)"})
     pass_lambda_init: float = field(
         default=0.1, metadata={"help": "initial PASS weight lambda (the reference's 0.1)"})
     pass_lambda_factor: float = field(
@@ -97,7 +99,8 @@ class PassRegularizerConfig(FairseqDataclass):
                                         " from epoch 2, unless the deterministic gates are binary with"
                                         " exactly K open; clipped-count (reference preset): at every epoch"
                                         " start, the first included, unless exactly N-K log_alpha sit at or"
-                                        " below --pass-clip-min"})
+                                        " below --pass-clip-min; either applies once an annealed target"
+                                        " (--pass-target-schedule) has reached K"})
     pass_l0_penalty: float = field(
         default=0.01, metadata={"help": "weight of Voita et al.'s expected-L0 penalty (--pass-method voita)"})
     pass_concentrator: bool = field(

@@ -20,6 +20,7 @@ Per run:
    ``--rebench`` (:func:`rebench`) times every run at a K again, side by side in one run.
 """
 import csv
+import glob
 import json
 import os
 import shutil
@@ -84,6 +85,11 @@ def check_base(sweep: Sweep) -> str:
                            f" {recorded[:12]} in {path}): train it again on a machine that reproduces it, or start a"
                            " new results folder")
         return fingerprint
+    finished = glob.glob(os.path.join(sweep.results, "runs", "*.json"))
+    if finished:
+        raise JobError(f"{path} is missing, but {len(finished)} finished runs in {sweep.results}/runs were"
+                       " fine-tuned from a base whose fingerprint was not recorded: start a new results folder,"
+                       " or --redo those runs")
     write_json(path, {"weights_sha256": fingerprint, "updates": checkpoint_updates(sweep.base_checkpoint),
                       "command": " ".join(os.path.basename(c) if i == 0 else c
                                           for i, c in enumerate(sweep.base_command()))}, indent=1)

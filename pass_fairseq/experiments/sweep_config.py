@@ -60,6 +60,7 @@ REQUIRED_BASE = ("dir", "updates")
 REQUIRED_FINETUNE = ("shards", "epochs", "lr", "warmup", "max_tokens")
 REQUIRED_RUN = ("method", "heads")
 REQUIRED_STRONGEST = ("among", "heads", "seeds")
+OPTIONAL_STRONGEST = ("also_heads", "also_epochs")
 
 
 def _keys(keys) -> str:
@@ -78,6 +79,10 @@ MODEL_KEYS = ("embed_dim", "ffn_embed_dim")
 def _missing(part, keys) -> List[str]:
     """The ``keys`` that the config object ``part`` lacks, quoted (all of them when it is no object)."""
     return [repr(k) for k in keys if not isinstance(part, dict) or k not in part]
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def _check_config(raw, path: str) -> None:
@@ -106,7 +111,7 @@ def _check_config(raw, path: str) -> None:
                 not all(isinstance(k, int) and k >= 1 for k in entry["heads"]):
             raise SweepConfigError(f"{path}: {entry['method']}: \"heads\" must be a list of head counts K >= 1")
         epochs = entry.get("epochs")
-        if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1):
+        if epochs is not None and not _positive_int(epochs):
             raise SweepConfigError(f"{path}: {entry['method']}: \"epochs\" must be a number of epochs >= 1")
         unknown = sorted(set(entry) - set(RUN_KEYS))
         if unknown:
@@ -118,6 +123,14 @@ def _check_config(raw, path: str) -> None:
         if missing:
             raise SweepConfigError(f"{path}: \"strongest_baseline\" is missing {', '.join(missing)}"
                                    " ({\"among\": [methods], \"heads\": K, \"seeds\": [extra seeds]})")
+        unknown = sorted(set(best) - set(REQUIRED_STRONGEST) - set(OPTIONAL_STRONGEST))
+        if unknown:
+            raise SweepConfigError(f"{path}: \"strongest_baseline\" takes"
+                                   f" {', '.join(REQUIRED_STRONGEST + OPTIONAL_STRONGEST)}, not {', '.join(unknown)}")
+        for key in ("seeds",) + OPTIONAL_STRONGEST:
+            values = best.get(key, [])
+            if not isinstance(values, list) or not all(_positive_int(v) for v in values):
+                raise SweepConfigError(f"{path}: strongest_baseline: \"{key}\" must be a list of numbers >= 1")
 
 
 @dataclass
@@ -295,6 +308,7 @@ class Sweep:
         extra += [_run_spec(entry, other, first_seed, base) for other in self.strongest.get("also_heads", [])]
         for epochs in self.strongest.get("also_epochs", []):
             longer = dict(entry, method=f"{method}-{epochs}ep", epochs=epochs,
+                          label=f"{entry.get('label') or method}, {epochs} epochs",
                           tries_from=entry.get("tries_from") or (method if entry.get("tries") else None))
             extra.append(_run_spec(longer, k, first_seed, base))
         return self.runs + [r for r in extra if r.name not in listed]
