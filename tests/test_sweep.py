@@ -688,3 +688,14 @@ def test_longer_budgets_are_compared_with_pass_and_the_control_of_the_same_budge
     assert (rows["michel-16ep"]["test - pass"], rows["michel-16ep"]["test - control"]) == ("-0.50", "-2.50")
     assert (rows["michel"]["test - pass"], rows["michel"]["test - control"]) == ("+0.50", "-2.50")
     assert (rows["pass-16ep"]["test - pass"], rows["pass-16ep"]["test - control"]) == ("-", "-2.00")
+
+
+def test_the_second_sweeps_config_loads_and_its_tables_rebuild_from_its_run_files(tmp_path):
+    results = os.path.join(ROOT, "results", "deb-de-en-v2")
+    sweep = Sweep.load(os.path.join(results, "sweep.json"))
+    assert {"control", "pass", "pass-constant", "michel", "control-kd"} <= {r.method for r in sweep.runs}
+    copy = tmp_path / "v2"
+    shutil.copytree(results, copy, ignore=shutil.ignore_patterns("*.png"))
+    write_table(str(copy))
+    for name in ("table.md", "table.csv", "tuning.md", "comparison.md"):
+        assert (copy / name).read_bytes() == open(os.path.join(results, name), "rb").read(), name
