@@ -37,6 +37,16 @@ def test_pass_terms_vanish_at_the_optimum():
     assert float(off[1]) > 0.99 and float(off[2]) > 0.99
 
 
+def test_while_the_target_falls_the_gaps_only_push_gates_closed():
+    gate = _gates([3.0, 3.0, 3.0, -3.0])  # about 2.7 heads expected open
+    q0, q1, pnb = gate.prob_closed(), gate.prob_open(), gate.prob_nonbinary()
+    above = losses.pass_terms(q0, q1, pnb, 3.5, ceiling=True)  # fewer open than K_t: no push
+    assert float(above[1]) == 0.0 and float(above[2]) == 0.0
+    below = losses.pass_terms(q0, q1, pnb, 1.5, ceiling=True)  # too many open: as the two-sided gaps
+    both = losses.pass_terms(q0, q1, pnb, 1.5)
+    assert all(torch.isclose(a, b) for a, b in zip(below, both)) and float(below[2]) > 0
+
+
 def test_pass_gradient_closes_gates_when_too_many_open():
     gate = _gates([1.0, 1.0, 1.0, 1.0])
     q0, q1 = gate.prob_closed(), gate.prob_open()

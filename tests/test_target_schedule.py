@@ -1,5 +1,5 @@
-"""PASS's target schedule (``--pass-target-schedule``): the closed form alone, the one-sided
-gaps while it falls, and a fine-tune of a fitted toy model that follows it and ends on K."""
+"""PASS's target schedule (``--pass-target-schedule``): the closed form alone (its one-sided
+gaps: tests/test_losses.py), and a fine-tune of a fitted toy model that follows it and ends on K."""
 import logging
 import math
 import os
@@ -9,8 +9,6 @@ import pytest
 import torch
 
 from conftest import PASS_CRITERION, TINY_MODEL, TRAIN_COMMON, load_state, train
-from pass_fairseq import losses
-from pass_fairseq.gates import HardConcrete
 from pass_fairseq.target_schedule import annealing, scheduled_target
 
 
@@ -30,23 +28,6 @@ def test_linear_and_cubic_fall_from_n_to_k_then_hold():
 def test_annealing_ends_at_the_last_annealed_update():
     assert annealing(99, "cubic", 100) and not annealing(100, "cubic", 100)
     assert not annealing(0, "constant", 100)
-
-
-def _gates(values):
-    gate = HardConcrete(len(values))
-    with torch.no_grad():
-        gate.log_alpha.copy_(torch.tensor(values))
-    return gate
-
-
-def test_while_the_target_falls_the_gaps_only_push_gates_closed():
-    gate = _gates([3.0, 3.0, 3.0, -3.0])  # about 2.7 heads expected open
-    q0, q1, pnb = gate.prob_closed(), gate.prob_open(), gate.prob_nonbinary()
-    above = losses.pass_terms(q0, q1, pnb, 3.5, ceiling=True)  # fewer open than K_t: no push
-    assert float(above[1]) == 0.0 and float(above[2]) == 0.0
-    below = losses.pass_terms(q0, q1, pnb, 1.5, ceiling=True)  # too many open: as the two-sided gaps
-    both = losses.pass_terms(q0, q1, pnb, 1.5)
-    assert all(torch.isclose(a, b) for a, b in zip(below, both)) and float(below[2]) > 0
 
 
 K, ANNEAL = 4, 150

@@ -6,7 +6,8 @@ the criterion's own config). ``pass_label_smoothed_cross_entropy`` (translation)
     L = stock loss + R_pass + R_conc                                     (docs/method.md)
     R_pass = lambda * (sum_i pnb_i + |sN - sum_i q0_i| + |(1-s)N - sum_i q1_i|)
            with (1-s)N = K_t, the scheduled target (``--pass-target-schedule``, K throughout by
-           default); while K_t > K the gaps are max(0, sN - sum_i q0_i) and max(0, sum_i q1_i - (1-s)N)
+           default); while K_t > K the gaps are max(0, sN - sum_i q0_i) and
+           max(0, sum_i q1_i - (1-s)N)
     R_conc = lambda * lambda_c * sum_l (1 - prod_{i in H_l} q0_i)
     R_voita = l0_penalty * sum_i (1 - q0_i)
     R = 0                                                                (dsp, ste, fixed)
@@ -14,9 +15,10 @@ the criterion's own config). ``pass_label_smoothed_cross_entropy`` (translation)
 lambda = pass_lambda_init * pass_lambda_factor ** lambda_steps
 (:meth:`PassRegularizerMixin.lambda_at`), where lambda_steps counts the epoch starts at which
 the gates were off target (``--pass-lambda-rule``; while the target is still annealed down to
-K: more heads open than K_t); it is a model buffer (``pass_lambda_steps``) so it survives resume. K_t follows
-:func:`pass_fairseq.target_schedule.scheduled_target` over the updates of this run. The tensor logic is in
-:mod:`pass_fairseq.losses`, the gate counts in :func:`pass_fairseq.gates.count_gates`.
+K: more heads open than K_t); it is a model buffer (``pass_lambda_steps``) so it survives
+resume. K_t follows :func:`pass_fairseq.target_schedule.scheduled_target` over the updates of
+this run. The tensor logic is in :mod:`pass_fairseq.losses`, the gate counts in
+:func:`pass_fairseq.gates.count_gates`.
 
 Scaling: the reference adds R once to a batch's summed loss, and fairseq divides
 gradients by the update's sample size. A regulariser added per micro-batch would count
@@ -221,8 +223,8 @@ class PassRegularizerMixin:
         is annealed, whether more heads are open than the scheduled target K_t (the gates lag
         behind it)."""
         if annealing(self.num_updates, self.target_schedule, self.anneal_updates):
-            target = self.target_now(sum(m.num_heads for _, m in gated_attentions(model)))
-            return epoch >= 2 and int(gate_counts(model).open) > target + 1e-6  # (float round-off of K_t)
+            counts = gate_counts(model)
+            return epoch >= 2 and int(counts.open) > self.target_now(counts.total) + 1e-6  # (round-off of K_t)
         gates = [m.gate for _, m in gated_attentions(model)]
         if self.lambda_rule == "clipped-count":
             at_bound = int(sum(int(g.is_clipped_closed().sum()) for g in gates))
@@ -242,9 +244,9 @@ class PassRegularizerMixin:
         self.set_schedule(epoch, int(state.pass_lambda_steps), self.num_updates)
         if new_epoch and self.method == "pass":
             counts = gate_counts(model).as_ints()
-            target = self.target_now(sum(m.num_heads for _, m in gated_attentions(model)))
             logger.info(f"pass: epoch {epoch}: {counts['open']} open, {counts['closed']} closed, "
-                        f"{counts['nonbinary']} non-binary; target {target:g}, lambda {self.lam:g}")
+                        f"{counts['nonbinary']} non-binary; target {self.target_now(counts['total']):g},"
+                        f" lambda {self.lam:g}")
 
     def concentrator_on(self, epoch: int) -> bool:
         return self.concentrator and self.conc_start <= epoch <= self.conc_end

@@ -48,6 +48,8 @@ def budget_suffix(method: str) -> str:
     """``-16ep`` for a method fine-tuned for 16 epochs instead of the config's, else ''."""
     match = _BUDGET.search(method)
     return match.group(0) if match else ""
+
+
 CSV_FIELDS = ["method", "label", "try", "tuning", "heads", "seed", "kept_heads", "modules_active", "on_target", "own_kept",
               "valid_bleu", "test_bleu", "test_ding", "test_libreoffice", "speedup", "time_over_ideal",
               "finetune_seconds", "updates", "selected"]
