@@ -22,6 +22,7 @@ setup(
             "pass-sweep = pass_fairseq.cli.sweep:main",
             "pass-michel-prune = pass_fairseq.cli.michel_prune:main",
             "pass-train-distributed = pass_fairseq.cli.train_distributed:main",
+            "pass-convert-bert = pass_fairseq.cli.convert_bert:main",
         ],
     },
     license="MIT",

@@ -1,10 +1,12 @@
 """pass_fairseq: PASS / PASSCONC attention-head pruning as a fairseq user directory.
 
 Importing the package registers everything: the gated models and their architectures
-(``transformer_pass``, and the language model ``transformer_lm_pass``), the pruned models of
-converted checkpoints (``transformer_pass_pruned``, ``transformer_lm_pass_pruned``), the
-criteria (``pass_label_smoothed_cross_entropy``, ``pass_cross_entropy``), the tasks
-(``translation_pass``, ``language_modeling_pass``) and the ``pass_adam`` optimizer.
+(``transformer_pass``, the language model ``transformer_lm_pass`` and the encoder
+``roberta_pass``), the pruned models of converted checkpoints (``transformer_pass_pruned``,
+``transformer_lm_pass_pruned``, ``roberta_pass_pruned``), the criteria
+(``pass_label_smoothed_cross_entropy``, ``pass_cross_entropy``, ``pass_sentence_prediction``,
+``label_smoothed_cross_entropy_kd``), the tasks (``translation_pass``,
+``language_modeling_pass``, ``sentence_prediction_pass``) and the ``pass_adam`` optimizer.
 """
 import logging
 import os
@@ -23,8 +25,8 @@ from pass_fairseq.checkpoints import allow_checkpoint_globals  # noqa: E402
 allow_checkpoint_globals()
 
 from pass_fairseq.optim import pass_adam  # noqa: E402,F401
-from pass_fairseq.models import transformer_pass, transformer_lm_pass  # noqa: E402,F401
-from pass_fairseq.tasks import translation_pass, language_modeling_pass  # noqa: E402,F401
+from pass_fairseq.models import transformer_pass, transformer_lm_pass, roberta_pass  # noqa: E402,F401
+from pass_fairseq.tasks import translation_pass, language_modeling_pass, sentence_prediction_pass  # noqa: E402,F401
 from pass_fairseq.criterions import pass_label_smoothed_cross_entropy, pass_cross_entropy  # noqa: E402,F401
-from pass_fairseq.criterions import label_smoothed_cross_entropy_kd  # noqa: E402,F401
-from pass_fairseq.models import transformer_pass_pruned, transformer_lm_pass_pruned  # noqa: E402,F401
+from pass_fairseq.criterions import label_smoothed_cross_entropy_kd, pass_sentence_prediction  # noqa: E402,F401
+from pass_fairseq.models import transformer_pass_pruned, transformer_lm_pass_pruned, roberta_pass_pruned  # noqa: E402,F401

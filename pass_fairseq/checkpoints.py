@@ -1,14 +1,14 @@
 """Checkpoint I/O, in one place: loading (with the safe globals set explicitly), atomic
-saving, and conversion of a gated (``transformer_pass*``, ``transformer_lm_pass*``) checkpoint
+saving, and conversion of a gated (``transformer_pass*``, ``transformer_lm_pass*``, ``roberta_pass*``) checkpoint
 into a deployable one.
 
 Conversion, :func:`convert` (the CLI is ``pass-prune-checkpoint``), to what the gated
 model's :data:`DEPLOYMENTS` entry names:
 
-* ``pruned`` (default): pruned heads physically removed, model ``transformer_pass_pruned``
-  or ``transformer_lm_pass_pruned`` (needs ``--user-dir pass_fairseq`` to load), its kept
+* ``pruned`` (default): pruned heads physically removed, model ``transformer_pass_pruned``,
+  ``transformer_lm_pass_pruned`` or ``roberta_pass_pruned`` (needs ``--user-dir pass_fairseq`` to load), its kept
   heads recorded in the model config;
-* ``stock``: dense ``transformer`` or ``transformer_lm`` checkpoint with the eval gates
+* ``stock``: dense ``transformer``, ``transformer_lm`` or ``roberta`` checkpoint with the eval gates
   folded into out_proj, loadable by stock fairseq without the plugin.
 
 Both drop the gates, the PASS schedule buffers and the optimizer state.
@@ -69,6 +69,12 @@ DEPLOYMENTS = {
          "criterion": ("cross_entropy", "fairseq.criterions.cross_entropy", "CrossEntropyCriterionConfig"),
          "optimizer": ADAM},
         ("CrossEntropyCriterion", "FairseqAdam")),
+    "roberta_pass": Deployment(
+        "roberta_pass_pruned", "roberta", None,
+        {"task": ("sentence_prediction", "fairseq.tasks.sentence_prediction", "SentencePredictionConfig"),
+         "criterion": ("sentence_prediction", "fairseq.criterions.sentence_prediction", "SentencePredictionConfig"),
+         "optimizer": ADAM},
+        ("SentencePredictionCriterion", "FairseqAdam")),
 }
 
 

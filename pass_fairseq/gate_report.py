@@ -37,11 +37,12 @@ def gate_report(state_dict: Dict[str, torch.Tensor], gamma: float = GAMMA, zeta:
 
 def module_kind(name: str) -> Optional[Tuple[str, int]]:
     """(kind label, layer) of an attention module's name (``decoder.layers.3.encoder_attn`` ->
-    ("decoder cross", 3)), or None for a name of no known kind."""
+    ("decoder cross", 3); roberta's ``encoder.sentence_encoder.layers.3.self_attn`` -> ("encoder
+    self", 3)), or None for a name of no known kind."""
     labels = {(side, attn): label for side, attn, label in MODULE_KINDS}
     parts = name.split(".")
-    if len(parts) == 4 and parts[1] == "layers" and parts[2].isdigit() and (parts[0], parts[3]) in labels:
-        return labels[parts[0], parts[3]], int(parts[2])
+    if len(parts) >= 4 and parts[-3] == "layers" and parts[-2].isdigit() and (parts[0], parts[-1]) in labels:
+        return labels[parts[0], parts[-1]], int(parts[-2])
     return None
 
 

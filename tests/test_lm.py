@@ -191,7 +191,8 @@ def test_concentrator_is_logged_for_an_lm(lm_data, stock_lm, tmp_path, caplog):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"language_modeling_pass": "language_modeling"}, "needs --task translation_pass or language_modeling_pass"),
+    ({"language_modeling_pass": "language_modeling"},
+     "needs a task that runs the gate schedule, --task translation_pass or language_modeling_pass"),
     ({"transformer_lm_pass_gpt2_tiny": "transformer_lm_gpt2_tiny"}, "needs a gated model"),
 ], ids=["stock-task", "stock-arch"])
 def test_lm_misuse_is_a_one_line_error(lm_data, tmp_path, capsys, change, message):

@@ -197,7 +197,7 @@ def test_pass_criterion_under_the_wrong_task(toy_data, tmp_path, capsys):
     args = [a if a != "translation_pass" else "translation" for a in TRAIN_COMMON]
     with pytest.raises(SystemExit):
         train(toy_data, tmp_path, *TINY_MODEL, *args, *PASS_CRITERION, "--pass-target-heads", "4", "--max-epoch", "1")
-    assert "needs --task translation_pass" in capsys.readouterr().err
+    assert "needs a task that runs the gate schedule, --task translation_pass" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra, logged", [

@@ -140,8 +140,8 @@ class PassRegularizerMixin:
 
     def setup_regularizer(self, cfg, task) -> None:
         if not isinstance(task, PassScheduleMixin):
-            fail(f"--criterion {cfg._name} needs --task {' or '.join(PASS_TASKS)} (got {type(task).__name__}):"
-                 " only those tasks run the gate schedule")
+            fail(f"--criterion {cfg._name} needs a task that runs the gate schedule, --task"
+                 f" {' or '.join(PASS_TASKS)} (got {type(task).__name__})")
         if method(cfg.pass_method).needs_target and cfg.pass_target_heads is None:
             fail(f"--pass-target-heads K is required with --pass-method {cfg.pass_method}")
         with exit_on_error():

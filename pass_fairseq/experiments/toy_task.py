@@ -4,7 +4,9 @@ text to DEST/raw and binarized data to DEST/data-bin (joined dictionary).
 
 Its language-model form (:func:`write_reversal_lm_corpus`, :func:`binarize_monolingual`)
 writes each pair as one line, ``source = reversed source``: the second half is predictable
-only by attending back to the first."""
+only by attending back to the first. A sentence-classification task for the encoders:
+:func:`write_majority_corpus` (binarized by
+:func:`pass_fairseq.experiments.classification_data.binarize_classification`)."""
 import argparse
 import os
 import random
@@ -36,6 +38,24 @@ def write_reversal_lm_corpus(raw_dir, n_train=3000, n_valid=200, n_test=200, voc
             for _ in range(n):
                 sent = [rng.choice(words) for _ in range(rng.randint(3, max_len))]
                 out.write(" ".join(sent + ["="] + sent[::-1]) + "\n")
+    return raw_dir
+
+
+def write_majority_corpus(raw_dir, n_train=800, n_valid=100, n_test=100, vocab=20, max_len=11, seed=1):
+    """Write {train,valid,test}.{input0,label} of a sentence-classification task: sentences of
+    an odd number of words, labelled ``1`` when most of their words come from the first half
+    of the vocabulary, else ``0`` (a classifier reading the first token must attend to the
+    whole sentence). Returns the raw directory."""
+    rng = random.Random(seed)
+    words = [f"w{i}" for i in range(vocab)]
+    os.makedirs(raw_dir, exist_ok=True)
+    for split, n in (("train", n_train), ("valid", n_valid), ("test", n_test)):
+        with open(os.path.join(raw_dir, f"{split}.input0"), "w") as text, \
+                open(os.path.join(raw_dir, f"{split}.label"), "w") as label:
+            for _ in range(n):
+                sent = [rng.choice(words) for _ in range(rng.randrange(3, max_len + 1, 2))]
+                text.write(" ".join(sent) + "\n")
+                label.write(f"{int(2 * sum(int(w[1:]) < vocab // 2 for w in sent) > len(sent))}\n")
     return raw_dir
 
 

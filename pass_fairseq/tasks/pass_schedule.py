@@ -57,7 +57,7 @@ PASS_BEST_METRIC = "pass_loss"
 #: lr schedulers that step on the validation metric (+inf while off target)
 PLATEAU_SCHEDULERS = ("reduce_lr_on_plateau",)
 #: the tasks that carry the schedule, for error messages
-PASS_TASKS = ("translation_pass", "language_modeling_pass")
+PASS_TASKS = ("translation_pass", "language_modeling_pass", "sentence_prediction_pass")
 
 
 @dataclass
