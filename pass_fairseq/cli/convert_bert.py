@@ -72,25 +72,34 @@ def checkpoint(model_state) -> dict:
             "extra_state": {}, "task_state": {}}
 
 
-@one_line_errors
-def main(argv: Optional[List[str]] = None) -> int:
-    args = parse_cli(build_parser(), argv)
-    config, weights, vocab = read_bert(args.hf_dir)
+def convert_folder(hf_dir: str, out_dir: str, max_positions: Optional[int] = None, num_classes: int = 2,
+                   head_name: str = HEAD_NAME, seed: int = 1) -> List[str]:
+    """Write ``out_dir/model.pt`` and ``out_dir/dict.txt`` from a Hugging Face BERT folder;
+    returns the ``fairseq-train`` flags that build the model. ConversionError on bad input,
+    before anything is written."""
+    config, weights, vocab = read_bert(hf_dir)
     shape = bert_shape(config)
-    if args.num_classes < 1:
-        raise ConversionError(f"--num-classes {args.num_classes}: give at least 1")
+    if num_classes < 1:
+        raise ConversionError(f"--num-classes {num_classes}: give at least 1")
     lines = dictionary_lines(vocab)
-    state = roberta_state_dict(weights, shape, vocab, args.max_positions, args.num_classes,
-                               args.classification_head_name, args.seed)
-    os.makedirs(args.out_dir, exist_ok=True)
-    model_path, dict_path = os.path.join(args.out_dir, "model.pt"), os.path.join(args.out_dir, "dict.txt")
+    state = roberta_state_dict(weights, shape, vocab, max_positions, num_classes, head_name, seed)
+    os.makedirs(out_dir, exist_ok=True)
+    model_path, dict_path = os.path.join(out_dir, "model.pt"), os.path.join(out_dir, "dict.txt")
     save_atomic(checkpoint(state), model_path)
     with atomic_write(dict_path) as f:
         f.write("".join(line + "\n" for line in lines))
-    flags = roberta_flags(shape, args.max_positions)
+    flags = roberta_flags(shape, max_positions)
     print(f"pass_fairseq: wrote {model_path} ({shape.layers} layers x {shape.heads} heads, width {shape.embed_dim})"
           f" and {dict_path} ({len(lines)} wordpieces); train with --arch roberta_pass {' '.join(flags)}"
           f" --finetune-from-model {model_path}", file=sys.stderr)
+    return flags
+
+
+@one_line_errors
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_cli(build_parser(), argv)
+    flags = convert_folder(args.hf_dir, args.out_dir, args.max_positions, args.num_classes,
+                           args.classification_head_name, args.seed)
     print(" ".join(flags))
     return 0
 
