@@ -230,6 +230,20 @@ def convert(state: dict, target_heads: Optional[int] = None, threshold: Optional
     return dict(_derived(state, cfg, new_model, history), pass_pruned_heads=kept)
 
 
+def stock_notes(state: dict) -> List[str]:
+    """What a stock-format checkpoint of ``state`` does not keep, one line each: stock fairseq
+    computes layer norms with eps 1e-5, so an encoder trained with another ``--layer-norm-eps``
+    (a converted BERT's) gives slightly other outputs there."""
+    from pass_fairseq.models.roberta_pass import FAIRSEQ_LAYER_NORM_EPS
+
+    eps = _as_dict(_config(state)["model"]).get("layer_norm_eps")
+    if eps is None or float(eps) == FAIRSEQ_LAYER_NORM_EPS:
+        return []
+    return [f"the model was trained with --layer-norm-eps {eps}; stock fairseq's layer norms use"
+            f" {FAIRSEQ_LAYER_NORM_EPS}, so its outputs differ slightly from the gated and pruned models'"
+            " (use --format pruned for the exact ones)"]
+
+
 def masked_checkpoint(state: dict, model_state: Dict[str, torch.Tensor], model_cfg: argparse.Namespace) -> dict:
     """A new checkpoint dict from ``state`` (not modified): the gated model's ``model_state``
     and config, ``state``'s other configuration, no optimizer state."""

@@ -2,6 +2,7 @@
 fine-tuned into ``roberta_pass`` with PASS to exactly K heads (``sentence_prediction_pass``,
 ``pass_sentence_prediction``), then pruned: the pruned and stock-format encoders give the
 gated one's logits, and the stock one loads in a fairseq without the plugin."""
+import argparse
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from conftest import load_state, train
+from pass_fairseq.checkpoints import stock_notes
 from pass_fairseq.cli import prune_checkpoint
 from pass_fairseq.experiments.classification_data import binarize_classification
 from pass_fairseq.experiments.toy_task import write_majority_corpus
@@ -25,7 +27,7 @@ STOCK = ["--task", "sentence_prediction", "--arch", "roberta", "--criterion", "s
          "--optimizer", "adam", *COMMON]
 PASS = ["--task", "sentence_prediction_pass", "--arch", "roberta_pass", "--criterion", "pass_sentence_prediction",
         "--optimizer", "pass_adam", "--pass-target-heads", str(K), "--pass-reg-scaling", "token",
-        "--best-checkpoint-metric", "pass_loss", *COMMON]
+        "--best-checkpoint-metric", "pass_accuracy", "--maximize-best-checkpoint-metric", *COMMON]
 #: the stock checkpoint's logits on the valid split, in a process without the plugin
 STOCK_LOGITS = """
 import sys, torch
@@ -78,6 +80,7 @@ def checkpoint_logits(data, checkpoint):
 
 
 def test_pass_ends_with_exactly_k_binary_gates(pass_encoder):
+    """checkpoint_best.pt is chosen by pass_accuracy: the best valid accuracy on target."""
     for name in ("checkpoint_last.pt", "checkpoint_best.pt"):
         state = load_state(os.path.join(pass_encoder, name))
         report = gate_report(state["model"])
@@ -86,6 +89,7 @@ def test_pass_ends_with_exactly_k_binary_gates(pass_encoder):
                                                           for i in range(3)]
         assert sum(layer_grid(report)["encoder self"]) == K
     assert state["cfg"]["task"]["_name"] == "sentence_prediction_pass"
+    assert 80 < state["extra_state"]["best"] <= 100  # an accuracy, on target
 
 
 def test_pruned_and_stock_encoders_give_the_gated_logits(converted, cls_data, tmp_path):
@@ -110,3 +114,10 @@ def test_pruned_and_stock_encoders_give_the_gated_logits(converted, cls_data, tm
     assert (torch.load(out) - expected).abs().max() < 1e-5
     labels = torch.tensor([int(x) for x in open(os.path.join(cls_data, "..", "raw", "valid.label"))])
     assert (expected.argmax(-1) == labels).float().mean() > 0.8  # the task is learnt, with K of 12 heads
+
+
+def test_a_stock_export_says_what_fairseqs_layer_norm_eps_changes():
+    state = {"cfg": {"model": argparse.Namespace(arch="roberta_pass", layer_norm_eps=1e-12)}}
+    assert "--layer-norm-eps 1e-12; stock fairseq's layer norms use 1e-05" in stock_notes(state)[0]
+    assert stock_notes({"cfg": {"model": argparse.Namespace(arch="roberta_pass", layer_norm_eps=1e-5)}}) == []
+    assert stock_notes({"cfg": {"model": argparse.Namespace(arch="transformer_pass")}}) == []

@@ -269,12 +269,17 @@ def test_no_host_sync_in_the_training_forward(toy_data, monkeypatch):
 
 # ---- bad combinations: one line --------------------------------------------------------
 @pytest.mark.parametrize("extra, message", [
-    (["--patience", "2"], "--patience counts every off-target validation"),
-    (["--lr-scheduler", "reduce_lr_on_plateau"], "--lr-scheduler reduce_lr_on_plateau would cut the lr"),
-])
-def test_pass_loss_refuses_patience_and_plateau_schedulers(toy_data, capsys, extra, message):
+    (["--best-checkpoint-metric", "pass_loss", "--patience", "2"], "--patience counts every off-target validation"),
+    (["--best-checkpoint-metric", "pass_loss", "--lr-scheduler", "reduce_lr_on_plateau"],
+     "--lr-scheduler reduce_lr_on_plateau would cut the lr"),
+    (["--best-checkpoint-metric", "pass_loss", "--maximize-best-checkpoint-metric"],
+     "--best-checkpoint-metric pass_loss is a loss: drop --maximize-best-checkpoint-metric"),
+    (["--best-checkpoint-metric", "pass_accuracy"],
+     "--best-checkpoint-metric pass_accuracy is an accuracy: add --maximize-best-checkpoint-metric"),
+], ids=["patience", "plateau", "loss-maximized", "accuracy-minimized"])
+def test_the_on_target_metrics_refuse_what_would_misuse_them(toy_data, capsys, extra, message):
     with pytest.raises(SystemExit) as e:
-        build(toy_data, "--best-checkpoint-metric", "pass_loss", *extra)
+        build(toy_data, *extra)
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1

@@ -5,7 +5,7 @@ import os
 import sys
 from typing import List, Optional
 
-from pass_fairseq.checkpoints import convert, load_checkpoint, save_atomic
+from pass_fairseq.checkpoints import convert, load_checkpoint, save_atomic, stock_notes
 from pass_fairseq.cli import one_line_errors, parse_cli
 from pass_fairseq.errors import fail
 from pass_fairseq.gates import GATE_KEY
@@ -45,6 +45,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     n_heads = sum(state["model"][p + GATE_KEY].numel() for p in kept)
     print(f"pass_fairseq: wrote {args.output} ({args.format}): {total} of {n_heads} heads kept,"
           f" {skipped} of {len(kept)} attention modules skipped", file=sys.stderr)
+    for note in stock_notes(state) if args.format == "stock" else []:
+        print(f"pass_fairseq: note: {note}", file=sys.stderr)
     return 0
 
 

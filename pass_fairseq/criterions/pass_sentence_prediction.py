@@ -2,10 +2,14 @@
 the first token, cross-entropy summed over the sentences) plus the PASS regulariser (and
 optionally the concentrator), Voita et al.'s L0 penalty, or no regulariser: the criterion of
 ``sentence_prediction_pass``. The regulariser, its schedule and its logs are
-:mod:`pass_fairseq.criterions.pass_regularizer`, the same as translation's."""
+:mod:`pass_fairseq.criterions.pass_regularizer`, the same as translation's; besides
+``pass_loss`` it logs ``pass_accuracy``, the accuracy when the gates are on target and -inf
+otherwise (``--best-checkpoint-metric pass_accuracy --maximize-best-checkpoint-metric``)."""
+import math
 from dataclasses import dataclass
 
 from fairseq.criterions import register_criterion
+from fairseq.logging import metrics
 from fairseq.criterions.sentence_prediction import SentencePredictionConfig, SentencePredictionCriterion
 
 from pass_fairseq.criterions.pass_regularizer import PassRegularizerConfig, PassRegularizerMixin
@@ -19,3 +23,13 @@ class PassSentencePredictionConfig(PassRegularizerConfig, SentencePredictionConf
 @register_criterion("pass_sentence_prediction", dataclass=PassSentencePredictionConfig)
 class PassSentencePredictionCriterion(PassRegularizerMixin, SentencePredictionCriterion):
     """Sentence classification cross-entropy + R (PASS, PASSCONC, Voita or none)."""
+
+    @classmethod
+    def reduce_metrics(cls, logging_outputs) -> None:
+        super().reduce_metrics(logging_outputs)
+        if logging_outputs and "ncorrect" in logging_outputs[0] and "pass_n" in logging_outputs[0]:
+            metrics.log_derived(
+                "pass_accuracy",
+                lambda meters: float(meters["accuracy"].avg)
+                if meters["pass_on_target"].avg >= 1.0 - 1e-9 else -math.inf,
+            )

@@ -28,8 +28,10 @@ restarts the gate schedule at epoch 1 and says so in the log, so pruning a K=32 
 K=16 gets a full schedule.
 
 With ``--best-checkpoint-metric pass_loss`` (logged by the PASS criteria: the validation
-loss when the deterministic gates are binary and on target, +inf otherwise),
-``checkpoint_best.pt`` is only ever an on-target checkpoint.
+loss when the deterministic gates are binary and on target, +inf otherwise), or
+``pass_accuracy --maximize-best-checkpoint-metric`` (``pass_sentence_prediction``: the
+validation accuracy when on target, -inf otherwise), ``checkpoint_best.pt`` is only ever an
+on-target checkpoint.
 """
 import contextlib
 import logging
@@ -52,8 +54,10 @@ from pass_fairseq.optim.pass_adam import PassAdam, master_copies
 from pass_fairseq.presets import PRESET_NAMES, preset_value
 from pass_fairseq.subset_gates import annealed_temperature
 
-#: the metric that makes checkpoint_best.pt the best on-target checkpoint
-PASS_BEST_METRIC = "pass_loss"
+#: the metrics that make checkpoint_best.pt the best on-target checkpoint, and whether each is
+#: maximized: pass_loss, the valid loss (+inf off target), and for a classifier pass_accuracy,
+#: the valid accuracy (-inf off target)
+PASS_BEST_METRICS = {"pass_loss": False, "pass_accuracy": True}
 #: lr schedulers that step on the validation metric (+inf while off target)
 PLATEAU_SCHEDULERS = ("reduce_lr_on_plateau",)
 #: the tasks that carry the schedule, for error messages
@@ -124,20 +128,25 @@ class PassScheduleMixin:
                          "--pass-dsp-temp-start": (cfg.pass_dsp_temp_start, POSITIVE),
                          "--pass-dsp-temp-end": (cfg.pass_dsp_temp_end, POSITIVE),
                          "--pass-dsp-anneal-updates": (cfg.pass_dsp_anneal_updates, NON_NEGATIVE)})
-        if cfg.best_checkpoint_metric == PASS_BEST_METRIC:
-            if cfg.maximize_best_checkpoint_metric:
-                fail("--best-checkpoint-metric pass_loss is a loss: drop --maximize-best-checkpoint-metric")
+        metric = cfg.best_checkpoint_metric
+        if metric in PASS_BEST_METRICS:
+            maximize = PASS_BEST_METRICS[metric]
+            off_target = f"{metric} = {'-inf' if maximize else 'inf'}"
+            if cfg.maximize_best_checkpoint_metric != maximize:
+                fail(f"--best-checkpoint-metric {metric} is an accuracy: add --maximize-best-checkpoint-metric"
+                     if maximize else f"--best-checkpoint-metric {metric} is a loss: drop"
+                                      " --maximize-best-checkpoint-metric")
             if cfg.patience > 0:
-                fail("--patience counts every off-target validation (pass_loss = inf) as no improvement and"
+                fail(f"--patience counts every off-target validation ({off_target}) as no improvement and"
                      " would stop a run that is still converging: drop --patience, or use it with"
                      " --best-checkpoint-metric loss")
             if cfg.lr_scheduler in PLATEAU_SCHEDULERS:
                 fail(f"--lr-scheduler {cfg.lr_scheduler} would cut the lr at every off-target validation"
-                     " (pass_loss = inf): use another scheduler, or --best-checkpoint-metric loss")
+                     f" ({off_target}): use another scheduler, or --best-checkpoint-metric loss")
             # fairseq saves checkpoint_best.pt at the first validation whatever its value;
-            # start from a finite best so that an off-target (+inf) validation never wins.
+            # start from a finite best so that an off-target (infinite) validation never wins.
             if not hasattr(checkpoint_utils.save_checkpoint, "best"):
-                checkpoint_utils.save_checkpoint.best = sys.float_info.max
+                checkpoint_utils.save_checkpoint.best = -sys.float_info.max if maximize else sys.float_info.max
 
     def build_model(self, cfg, *args, **kwargs):
         model = super().build_model(cfg, *args, **kwargs)
