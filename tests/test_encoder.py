@@ -1,8 +1,10 @@
 """Encoder-only models end to end: a stock ``roberta`` trained on a tiny classification task,
 fine-tuned into ``roberta_pass`` with PASS to exactly K heads (``sentence_prediction_pass``,
 ``pass_sentence_prediction``), then pruned: the pruned and stock-format encoders give the
-gated one's logits, and the stock one loads in a fairseq without the plugin."""
+gated one's logits, and the stock one loads in a fairseq without the plugin; the inference
+benchmark times the encoders' forward pass."""
 import argparse
+import csv
 import os
 import subprocess
 import sys
@@ -12,7 +14,7 @@ import torch
 
 from conftest import load_state, train
 from pass_fairseq.checkpoints import stock_notes
-from pass_fairseq.cli import prune_checkpoint
+from pass_fairseq.cli import bench_inference, prune_checkpoint
 from pass_fairseq.experiments.classification_data import binarize_classification
 from pass_fairseq.experiments.toy_task import write_majority_corpus
 from pass_fairseq.gate_report import gate_report, layer_grid
@@ -121,3 +123,22 @@ def test_a_stock_export_says_what_fairseqs_layer_norm_eps_changes():
     assert "--layer-norm-eps 1e-12; stock fairseq's layer norms use 1e-05" in stock_notes(state)[0]
     assert stock_notes({"cfg": {"model": argparse.Namespace(arch="roberta_pass", layer_norm_eps=1e-5)}}) == []
     assert stock_notes({"cfg": {"model": argparse.Namespace(arch="transformer_pass")}}) == []
+
+
+def test_bench_times_the_encoder_forward(converted, tmp_path, capsys):
+    work = str(tmp_path / "bench")
+    assert bench_inference.main([converted[0], "--heads", f"{K},2", "--sentences", "12,3", "--batch-size", "4,1",
+                                 "--repeats", "1", "--warmup", "0", "--threads", "1", "--work-dir", work]) == 0
+    printed = capsys.readouterr().out
+    assert "12 sentences, batch 4, the encoder's forward pass and classification head" in printed
+    with open(os.path.join(work, "bench.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert {r["model"] for r in rows} == {"unpruned (stock roberta)", "gated (roberta_pass)",
+                                         "no attention (all skipped)", f"pruned K={K} topk", f"pruned K={K} packed",
+                                         "pruned K=2 topk", "pruned K=2 packed"}
+    assert sorted({r["batch"] for r in rows}) == ["1", "4"]
+    by_model = {r["model"]: r for r in rows if r["batch"] == "4"}
+    assert float(by_model["unpruned (stock roberta)"]["speedup"]) == 1.0
+    assert int(by_model["no attention (all skipped)"]["skipped_modules"]) == 3
+    assert float(by_model["pruned K=2 packed"]["time_over_ideal"]) > 0
+    assert "encoder self" in printed  # the cost model's module kind

@@ -1,26 +1,32 @@
 """The benchmarks' data: split checks, and the inference benchmark's sentence batches
-(translation) and prompt batches (language models)."""
+(translation, sentence classification) and prompt batches (language models)."""
 import os
 from typing import List, Tuple
 
 
 def has_split(data: str, subset: str) -> bool:
     """Whether fairseq finds ``subset`` in ``data`` (binarized; of a colon-separated list
-    of folders, fairseq reads epoch 1 and the test data from the first)."""
+    of folders, fairseq reads epoch 1 and the test data from the first; a classification
+    task's inputs are in its ``input0/``)."""
     from fairseq import utils
 
     first = utils.split_paths(str(data))[0]
-    return os.path.isdir(first) and any(f.startswith(subset + ".") and f.endswith(".idx") for f in os.listdir(first))
+    folders = [first, os.path.join(first, "input0")]  # sentence_prediction keeps its inputs in input0/
+    return any(os.path.isdir(d) and any(f.startswith(subset + ".") and f.endswith(".idx") for f in os.listdir(d))
+               for d in folders)
 
 
 def sentence_batches(task, subset: str, n: int, batch_size: int, device) -> Tuple[List[dict], int]:
-    """The first ``n`` sentences of ``subset`` in batches of similar source length, on
+    """The first ``n`` sentences of ``subset`` in batches of similar (source) length, on
     ``device``; returns the batches and the number of sentences."""
     from fairseq import utils
 
     task.load_dataset(subset)
     dataset = task.dataset(subset)
-    ids = sorted(range(min(n, len(dataset))), key=lambda i: (dataset.src_sizes[i], i))
+    def length(i: int) -> int:  # a translation pair's source length; a classification sample's tokens
+        return int(dataset.src_sizes[i]) if hasattr(dataset, "src_sizes") else int(dataset.num_tokens(i))
+
+    ids = sorted(range(min(n, len(dataset))), key=lambda i: (length(i), i))
     batches = []
     for start in range(0, len(ids), batch_size):
         batch = dataset.collater([dataset[i] for i in ids[start:start + batch_size]])

@@ -1,8 +1,8 @@
-"""Wall time with device synchronisation, and the inference benchmark's timed decoding
-(translation, or incremental generation of a language model from prompts): every model
-decodes the same batches, models interleaved within each repeat, after
-warm-up; each repeat times an end-to-end pass, then an instrumented pass that adds up the
-time of every attention module (:class:`AttentionClock`)."""
+"""Wall time with device synchronisation, and the inference benchmark's timed passes
+(translation, incremental generation of a language model from prompts, or a sentence
+classifier's forward pass): every model runs the same batches, models interleaved within
+each repeat, after warm-up; each repeat times an end-to-end pass, then an instrumented pass
+that adds up the time of every attention module (:class:`AttentionClock`)."""
 import logging
 import time
 from collections import defaultdict
@@ -93,25 +93,52 @@ def decode(task, generator, model, batches, prompt_len: int) -> int:
 
 def time_decoding(models, task, batches, timer: Timer, beam: int, out_len: int, warmup: int, repeats: int,
                   prompt_len: int = 0) -> List[dict]:
-    """Per model: ``e2e`` and ``attn`` (seconds per timed repeat), ``per_module`` (attention
-    module -> seconds per timed repeat), ``calls`` (attention module -> forward calls in one
-    pass) and ``tokens`` (generated tokens of one pass). Beam search with fixed
-    ``out_len``-token outputs (after the ``prompt_len``-token prompts of a language model),
-    so every model does the same steps."""
+    """:func:`time_passes` of beam search with fixed ``out_len``-token outputs (after the
+    ``prompt_len``-token prompts of a language model), so every model does the same steps;
+    ``tokens``: the generated tokens of one pass."""
     from fairseq.sequence_generator import SequenceGenerator
 
     # a generator decodes with the models it was built with
     length = prompt_len + out_len
     generators = [SequenceGenerator([model], task.target_dictionary, beam_size=beam, max_len_a=0, max_len_b=length,
                                     min_len=length) for model in models]
+    passes = [lambda g=generator, m=model: decode(task, g, m, batches, prompt_len)
+              for model, generator in zip(models, generators)]
+    return time_passes(models, passes, timer, warmup, repeats)
+
+
+def classify(model, batches, head: str) -> int:
+    """A sentence classifier's forward pass over every batch (encoder and classification
+    head); returns the number of tokens it read."""
+    tokens = 0
+    with torch.inference_mode():
+        for batch in batches:
+            model(**batch["net_input"], features_only=True, classification_head_name=head)
+            tokens += int(batch["net_input"]["src_lengths"].sum())
+    return tokens
+
+
+def time_classification(models, batches, timer: Timer, warmup: int, repeats: int, head: str) -> List[dict]:
+    """:func:`time_passes` of a sentence classifier's forward pass; ``tokens``: the tokens
+    read in one pass."""
+    return time_passes(models, [lambda m=model: classify(m, batches, head) for model in models], timer, warmup,
+                       repeats)
+
+
+def time_passes(models, passes, timer: Timer, warmup: int, repeats: int) -> List[dict]:
+    """Per model (``passes[i]()`` runs model i over every batch and returns its token
+    count): ``e2e`` and ``attn`` (seconds per timed repeat), ``per_module`` (attention module
+    -> seconds per timed repeat), ``calls`` (attention module -> forward calls in one pass)
+    and ``tokens`` (of one pass). Models interleaved within each repeat, after ``warmup``
+    untimed repeats; each repeat times an end-to-end pass, then an instrumented one."""
     results = [dict(e2e=[], attn=[], per_module=defaultdict(list), calls={}, tokens=0) for _ in models]
     for rep in range(warmup + repeats):
-        for model, generator, result in zip(models, generators, results):
+        for model, one_pass, result in zip(models, passes, results):
             t0 = timer.now()
-            tokens = decode(task, generator, model, batches, prompt_len)
+            tokens = one_pass()
             t1 = timer.now()
             clock = AttentionClock(model, timer)
-            decode(task, generator, model, batches, prompt_len)
+            one_pass()
             clock.remove()
             if rep >= warmup:
                 result["e2e"].append(t1 - t0)

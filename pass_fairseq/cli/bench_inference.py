@@ -5,13 +5,14 @@ checkpoints of the same architecture (other methods, other seeds) to the same ru
 by name, so that their speed-ups are ratios from one run.
 
 From one gated checkpoint it writes (to ``--work-dir``) and loads the unpruned model as a
-stock fairseq ``transformer`` (or ``transformer_lm``), the gated model itself, pruned models
+stock fairseq ``transformer`` (``transformer_lm``, ``roberta``), the gated model itself, pruned models
 at each K (top-K and packed masks) and an attention-free model
 (:mod:`pass_fairseq.bench.variants`). Every model decodes the same sentences with fairseq's
 ``SequenceGenerator`` (beam 5, fixed output length) through its task's ``inference_step``:
 a translation model translates the first sentences of the split, a language model
 (``transformer_lm_pass*``) continues their first ``--prompt-len`` tokens, decoding
-incrementally as fairseq generates; models interleaved within each repeat, after warm-up; attention time comes from a
+incrementally as fairseq generates; a sentence classifier (``roberta_pass``) runs its
+encoder and classification head over them (no beam: ``--beam`` and ``--out-len`` do not apply); models interleaved within each repeat, after warm-up; attention time comes from a
 second, instrumented pass per repeat (:mod:`pass_fairseq.bench.timing`). The table gives
 medians as speed-ups against the unpruned model and time over the per-module ideal
 (definitions: :mod:`pass_fairseq.bench.summary`), one table per batch size with its
@@ -25,11 +26,12 @@ from typing import List, Optional, Tuple
 
 import torch
 from fairseq.tasks.language_modeling import LanguageModelingTask
+from fairseq.tasks.sentence_prediction import SentencePredictionTask
 
 from pass_fairseq.bench.data import has_split, prompt_batches, sentence_batches
 from pass_fairseq.bench.summary import COLUMNS, COST_COLUMNS, ModelTiming, cost_model, summarize
 from pass_fairseq.bench.tables import to_markdown, write_tables
-from pass_fairseq.bench.timing import Timer, time_decoding
+from pass_fairseq.bench.timing import Timer, time_classification, time_decoding
 from pass_fairseq.bench.variants import (CHECKPOINT_NAME, CHECKPOINT_NAME_RULE, load_models, module_heads, param_count,
                                          same_architecture, write_variants)
 from pass_fairseq.checkpoints import load_checkpoint
@@ -41,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pass-bench-inference",
                                 description="Inference benchmark of unpruned, gated and pruned models,"
                                             " side by side in one run.")
-    p.add_argument("checkpoint", help="gated checkpoint (transformer_pass or transformer_lm_pass)")
+    p.add_argument("checkpoint", help="gated checkpoint (transformer_pass, transformer_lm_pass or roberta_pass)")
     p.add_argument("--data", help="data-bin directory (default: the one in the checkpoint's config)")
     p.add_argument("--subset", default="test", help="split to translate, or whose sentences give a language model its prompts (default test)")
     p.add_argument("--sentences", default="256",
@@ -105,7 +107,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     num_heads = module_heads(state)
     if not num_heads:
         fail("no gates in this checkpoint: give one trained with a gated architecture (transformer_pass*,"
-             " transformer_lm_pass*)")
+             " transformer_lm_pass*, roberta_pass*)")
     total = sum(num_heads.values())
     for target_heads in targets:
         if not 1 <= target_heads <= total:
@@ -118,9 +120,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     variants = write_variants(state, args.checkpoint, targets, layouts, args.work_dir, args.name, others)
     models, task = load_models(variants, data, device, args.beam)
     language_model = isinstance(task, LanguageModelingTask)
+    classifier = isinstance(task, SentencePredictionTask)
     prompt_len = args.prompt_len if language_model else 0
-    positions = min(model.max_decoder_positions() for model in models)
-    if prompt_len + args.out_len >= positions:
+    positions = None if classifier else min(model.max_decoder_positions() for model in models)
+    if positions is not None and prompt_len + args.out_len >= positions:
         fail(f"--prompt-len {prompt_len} plus --out-len {args.out_len} must stay below the model's {positions}"
              " positions")
     parts, rows = [], []
@@ -133,16 +136,22 @@ def main(argv: Optional[List[str]] = None) -> int:
             batches, n_sent = sentence_batches(task, args.subset, sentences, batch_size, device)
             if n_sent == 0:
                 fail(f"the {args.subset} split is empty")
-        measured = time_decoding(models, task, batches, Timer(device), args.beam, args.out_len, args.warmup,
-                                 args.repeats, prompt_len)
+        if classifier:
+            measured = time_classification(models, batches, Timer(device), args.warmup, args.repeats,
+                                           task.cfg.classification_head_name)
+        else:
+            measured = time_decoding(models, task, batches, Timer(device), args.beam, args.out_len, args.warmup,
+                                     args.repeats, prompt_len)
         timings = [ModelTiming(label=v.label, kind=v.kind, kept=None if v.kept is None else
                                {p: len(h) for p, h in v.kept.items()}, params=param_count(model),
                                file_bytes=os.path.getsize(v.path), **m)
                    for v, model, m in zip(variants, models, measured)]
         summary = summarize(timings, num_heads, n_sent)
         inputs = f"{n_sent} {prompt_len}-token prompts" if language_model else f"{n_sent} sentences"
+        work = "the encoder's forward pass and classification head" if classifier else \
+            f"beam {args.beam}, {args.out_len}-token outputs"
         settings = (f"device {device.type}, threads {torch.get_num_threads()}, {inputs}, batch {batch_size},"
-                    f" beam {args.beam}, {args.out_len}-token outputs, warm-up {args.warmup}, median of"
+                    f" {work}, warm-up {args.warmup}, median of"
                     f" {args.repeats} interleaved repeats; unpruned attention share {summary.base_attn_share:.3f};"
                     f" T_noattn / T_unpruned {summary.noattn_over_base:.3f}")
         parts.append(to_markdown(COLUMNS, summary.rows,
@@ -151,7 +160,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                  " time x kept/heads."))
         parts.append(to_markdown(COST_COLUMNS, cost_model(timings, num_heads),
                                  f"Cost model at batch {batch_size}: one call of an attention module (a decoding step"
-                                 " for the decoder's, with its cache reordering; one per batch for the encoder's),"
+                                 " for the decoder's, with its cache reordering; one per batch for an encoder's),"
                                  " fitted over the pruned models' active modules as fixed + per head x kept heads."))
         rows += [dict(r, batch=batch_size) for r in summary.rows]
     markdown = "\n\n".join(parts)
