@@ -1,15 +1,15 @@
 """Checkpoint I/O, in one place: loading (with the safe globals set explicitly), atomic
-saving, and conversion of a gated (``transformer_pass*``, ``transformer_lm_pass*``, ``roberta_pass*``) checkpoint
-into a deployable one.
+saving, and conversion of a gated (``transformer_pass*``, ``transformer_lm_pass*``,
+``roberta_pass*``) checkpoint into a deployable one.
 
 Conversion, :func:`convert` (the CLI is ``pass-prune-checkpoint``), to what the gated
 model's :data:`DEPLOYMENTS` entry names:
 
 * ``pruned`` (default): pruned heads physically removed, model ``transformer_pass_pruned``,
-  ``transformer_lm_pass_pruned`` or ``roberta_pass_pruned`` (needs ``--user-dir pass_fairseq`` to load), its kept
-  heads recorded in the model config;
-* ``stock``: dense ``transformer``, ``transformer_lm`` or ``roberta`` checkpoint with the eval gates
-  folded into out_proj, loadable by stock fairseq without the plugin.
+  ``transformer_lm_pass_pruned`` or ``roberta_pass_pruned`` (needs ``--user-dir
+  pass_fairseq`` to load), its kept heads recorded in the model config;
+* ``stock``: dense ``transformer``, ``transformer_lm`` or ``roberta`` checkpoint with the
+  eval gates folded into out_proj, loadable by stock fairseq without the plugin.
 
 Both drop the gates, the PASS schedule buffers and the optimizer state.
 
@@ -250,6 +250,16 @@ def masked_checkpoint(state: dict, model_state: Dict[str, torch.Tensor], model_c
     cfg = {k: copy.deepcopy(v) for k, v in (state.get("cfg") or {}).items()}
     cfg["model"] = copy.deepcopy(model_cfg)
     return _derived(state, cfg, model_state, _history(state))
+
+
+def weights_checkpoint(model_state: Dict[str, torch.Tensor], stock_history: Tuple[str, str]) -> dict:
+    """A checkpoint dict holding only weights (no config, no optimizer state), as
+    ``--finetune-from-model`` reads one, its history naming a :class:`Deployment`'s
+    ``stock_history`` (``pass-convert-bert``: a stock roberta's)."""
+    criterion_name, optimizer_name = stock_history
+    history = [{"criterion_name": criterion_name, "optimizer_name": optimizer_name,
+                "lr_scheduler_state": {"best": None}, "num_updates": 0}]
+    return _derived({}, None, model_state, history)
 
 
 def _history(state: dict) -> List[dict]:

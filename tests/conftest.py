@@ -88,6 +88,17 @@ def generate(data, checkpoint, results_dir, *args):
         return f.read()
 
 
+def pruned_and_stock(gated, out_dir):
+    """(gated, pruned, stock-format) checkpoint paths: ``gated`` converted both ways by
+    pass-prune-checkpoint (its own kept heads) into ``out_dir``."""
+    from pass_fairseq.cli import prune_checkpoint
+
+    paths = [str(gated), os.path.join(out_dir, "pruned.pt"), os.path.join(out_dir, "stock.pt")]
+    assert prune_checkpoint.main([paths[0], paths[1]]) == 0
+    assert prune_checkpoint.main([paths[0], paths[2], "--format", "stock"]) == 0
+    return paths
+
+
 def load_state(path):
     return torch.load(path, map_location="cpu", weights_only=True)
 

@@ -12,9 +12,9 @@ import sys
 import pytest
 import torch
 
-from conftest import load_state, train
+from conftest import load_state, pruned_and_stock, train
 from pass_fairseq.checkpoints import stock_notes
-from pass_fairseq.cli import bench_inference, prune_checkpoint
+from pass_fairseq.cli import bench_inference
 from pass_fairseq.experiments.classification_data import binarize_classification
 from pass_fairseq.experiments.toy_task import write_majority_corpus
 from pass_fairseq.gate_report import gate_report, layer_grid
@@ -65,12 +65,7 @@ def pass_encoder(cls_data, stock_encoder, tmp_path_factory):
 @pytest.fixture(scope="module")
 def converted(pass_encoder, tmp_path_factory):
     """(gated, pruned, stock-format) checkpoint paths."""
-    out = tmp_path_factory.mktemp("converted")
-    gated = os.path.join(pass_encoder, "checkpoint_best.pt")
-    paths = [gated, str(out / "pruned.pt"), str(out / "stock.pt")]
-    assert prune_checkpoint.main([gated, paths[1]]) == 0
-    assert prune_checkpoint.main([gated, paths[2], "--format", "stock"]) == 0
-    return paths
+    return pruned_and_stock(os.path.join(pass_encoder, "checkpoint_best.pt"), str(tmp_path_factory.mktemp("converted")))
 
 
 def checkpoint_logits(data, checkpoint):

@@ -13,9 +13,9 @@ import sys
 import pytest
 import torch
 
-from conftest import USER_DIR, load_state, train
+from conftest import USER_DIR, load_state, pruned_and_stock, train
 from pass_fairseq.bench.data import prompt_batches
-from pass_fairseq.cli import bench_inference, prune_checkpoint
+from pass_fairseq.cli import bench_inference
 from pass_fairseq.gate_report import gate_report
 from pass_fairseq.experiments.toy_task import binarize_monolingual, write_reversal_lm_corpus
 
@@ -68,12 +68,7 @@ def pass_lm(lm_data, stock_lm, tmp_path_factory):
 @pytest.fixture(scope="module")
 def converted(pass_lm, tmp_path_factory):
     """(gated, pruned, stock-format) checkpoint paths."""
-    out = tmp_path_factory.mktemp("converted")
-    gated = os.path.join(pass_lm, "checkpoint_best.pt")
-    paths = [gated, str(out / "pruned.pt"), str(out / "stock.pt")]
-    assert prune_checkpoint.main([gated, paths[1]]) == 0
-    assert prune_checkpoint.main([gated, paths[2], "--format", "stock"]) == 0
-    return paths
+    return pruned_and_stock(os.path.join(pass_lm, "checkpoint_best.pt"), str(tmp_path_factory.mktemp("converted")))
 
 
 def eval_lm_loss(data, checkpoint):

@@ -1,8 +1,9 @@
 """The plugin's command-line tools, installed as console scripts by ``setup.py``
 (``pass-prune-checkpoint``, ``pass-inspect-gates``, ``pass-michel-prune``,
 ``pass-bench-inference``, ``pass-bench-training``, ``pass-profile-step``, ``pass-flags``, ``pass-sweep``,
-``pass-train-distributed``, ``pass-convert-bert``); each also runs as ``python -m pass_fairseq.cli.<module>``, e.g.
-where nothing is pip-installed and the checkout is on ``PYTHONPATH``."""
+``pass-train-distributed``, ``pass-convert-bert``); each also runs as ``python -m
+pass_fairseq.cli.<module>``, e.g. where nothing is pip-installed and the checkout is on
+``PYTHONPATH``."""
 import argparse
 import logging
 import functools

@@ -5,14 +5,15 @@ checkpoints of the same architecture (other methods, other seeds) to the same ru
 by name, so that their speed-ups are ratios from one run.
 
 From one gated checkpoint it writes (to ``--work-dir``) and loads the unpruned model as a
-stock fairseq ``transformer`` (``transformer_lm``, ``roberta``), the gated model itself, pruned models
-at each K (top-K and packed masks) and an attention-free model
+stock fairseq ``transformer`` (``transformer_lm``, ``roberta``), the gated model itself,
+pruned models at each K (top-K and packed masks) and an attention-free model
 (:mod:`pass_fairseq.bench.variants`). Every model decodes the same sentences with fairseq's
 ``SequenceGenerator`` (beam 5, fixed output length) through its task's ``inference_step``:
 a translation model translates the first sentences of the split, a language model
 (``transformer_lm_pass*``) continues their first ``--prompt-len`` tokens, decoding
 incrementally as fairseq generates; a sentence classifier (``roberta_pass``) runs its
-encoder and classification head over them (no beam: ``--beam`` and ``--out-len`` do not apply); models interleaved within each repeat, after warm-up; attention time comes from a
+encoder and classification head over them (no beam: ``--beam`` and ``--out-len`` do not
+apply); models interleaved within each repeat, after warm-up; attention time comes from a
 second, instrumented pass per repeat (:mod:`pass_fairseq.bench.timing`). The table gives
 medians as speed-ups against the unpruned model and time over the per-module ideal
 (definitions: :mod:`pass_fairseq.bench.summary`), one table per batch size with its
@@ -122,10 +123,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     language_model = isinstance(task, LanguageModelingTask)
     classifier = isinstance(task, SentencePredictionTask)
     prompt_len = args.prompt_len if language_model else 0
-    positions = None if classifier else min(model.max_decoder_positions() for model in models)
-    if positions is not None and prompt_len + args.out_len >= positions:
-        fail(f"--prompt-len {prompt_len} plus --out-len {args.out_len} must stay below the model's {positions}"
-             " positions")
+    if not classifier:  # a decoder's outputs must fit its positions
+        positions = min(model.max_decoder_positions() for model in models)
+        if prompt_len + args.out_len >= positions:
+            fail(f"--prompt-len {prompt_len} plus --out-len {args.out_len} must stay below the model's {positions}"
+                 " positions")
     parts, rows = [], []
     for batch_size, sentences in runs:
         if language_model:

@@ -12,7 +12,7 @@ from typing import List, Optional
 
 from pass_fairseq.bert_conversion import (HEAD_NAME, ConversionError, bert_shape, dictionary_lines,
                                           roberta_flags, roberta_state_dict)
-from pass_fairseq.checkpoints import save_atomic
+from pass_fairseq.checkpoints import DEPLOYMENTS, save_atomic, weights_checkpoint
 from pass_fairseq.cli import one_line_errors, parse_cli
 from pass_fairseq.files import atomic_write
 
@@ -64,14 +64,6 @@ def read_bert(hf_dir: str):
     return config, weights, vocab
 
 
-def checkpoint(model_state) -> dict:
-    """A fairseq checkpoint holding only weights, as ``--finetune-from-model`` reads one."""
-    return {"args": None, "cfg": None, "model": model_state, "criterion": None, "last_optimizer_state": None,
-            "optimizer_history": [{"criterion_name": "SentencePredictionCriterion", "optimizer_name": "FairseqAdam",
-                                   "lr_scheduler_state": {"best": None}, "num_updates": 0}],
-            "extra_state": {}, "task_state": {}}
-
-
 def convert_folder(hf_dir: str, out_dir: str, max_positions: Optional[int] = None, num_classes: int = 2,
                    head_name: str = HEAD_NAME, seed: int = 1) -> List[str]:
     """Write ``out_dir/model.pt`` and ``out_dir/dict.txt`` from a Hugging Face BERT folder;
@@ -85,7 +77,7 @@ def convert_folder(hf_dir: str, out_dir: str, max_positions: Optional[int] = Non
     state = roberta_state_dict(weights, shape, vocab, max_positions, num_classes, head_name, seed)
     os.makedirs(out_dir, exist_ok=True)
     model_path, dict_path = os.path.join(out_dir, "model.pt"), os.path.join(out_dir, "dict.txt")
-    save_atomic(checkpoint(state), model_path)
+    save_atomic(weights_checkpoint(state, DEPLOYMENTS["roberta_pass"].stock_history), model_path)
     with atomic_write(dict_path) as f:
         f.write("".join(line + "\n" for line in lines))
     flags = roberta_flags(shape, max_positions)

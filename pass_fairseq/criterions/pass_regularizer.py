@@ -322,7 +322,10 @@ class PassRegularizerMixin:
             metrics.log_scalar(key, sum(log.get(key, 0) for log in logging_outputs) / n, n,
                                round=None if key == "pass_temperature" else 3)
         metrics.log_derived(
-            "pass_loss",
-            lambda meters: round(float(meters["loss"].avg), 3)
-            if meters["pass_on_target"].avg >= 1.0 - 1e-9 else math.inf,
-        )
+            "pass_loss", lambda meters: round(float(meters["loss"].avg), 3) if on_target(meters) else math.inf)
+
+
+def on_target(meters) -> bool:
+    """Whether every forward pass of the logged interval had its gates on target (the
+    condition of the on-target metrics, ``pass_loss`` and ``pass_accuracy``)."""
+    return meters["pass_on_target"].avg >= 1.0 - 1e-9

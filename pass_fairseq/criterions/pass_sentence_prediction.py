@@ -12,7 +12,7 @@ from fairseq.criterions import register_criterion
 from fairseq.logging import metrics
 from fairseq.criterions.sentence_prediction import SentencePredictionConfig, SentencePredictionCriterion
 
-from pass_fairseq.criterions.pass_regularizer import PassRegularizerConfig, PassRegularizerMixin
+from pass_fairseq.criterions.pass_regularizer import PassRegularizerConfig, PassRegularizerMixin, on_target
 
 
 @dataclass
@@ -29,7 +29,4 @@ class PassSentencePredictionCriterion(PassRegularizerMixin, SentencePredictionCr
         super().reduce_metrics(logging_outputs)
         if logging_outputs and "ncorrect" in logging_outputs[0] and "pass_n" in logging_outputs[0]:
             metrics.log_derived(
-                "pass_accuracy",
-                lambda meters: float(meters["accuracy"].avg)
-                if meters["pass_on_target"].avg >= 1.0 - 1e-9 else -math.inf,
-            )
+                "pass_accuracy", lambda meters: float(meters["accuracy"].avg) if on_target(meters) else -math.inf)

